@@ -1,0 +1,1 @@
+"""The `schoolfed` command line."""

@@ -1,0 +1,1 @@
+"""The school side: the family table, the model, DP training and local evaluation."""

@@ -1,0 +1,238 @@
+"""A school node: its directory, its policy, its ledger, and what it does for one round.
+
+Layout of a node directory (everything stays on the school's disk):
+
+    node.yaml            the node's config (school id, policy file)
+    policy.yaml          the policy the node enforces
+    data/train.csv       family table the node trains on
+    data/test.csv        family table held out for evaluation
+    ledger.sqlite        the ε ledger
+
+Nothing here knows about Flower: the ClientApp in `federation` is a thin adapter around
+`SchoolNode.train_round` and `SchoolNode.evaluate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from client_node.errors import NodeError
+from client_node.model import build_model, get_weights, set_weights
+from client_node.table import FamilyTable, read_table
+from client_node.training import (
+    Evaluation,
+    PrivateTrainer,
+    TrainSettings,
+    evaluate,
+    poisson_schedule,
+)
+from policies.loader import load_policy
+from privacy.accountant import calibrate_noise_multiplier, epsilon_of
+from privacy.errors import BudgetExceeded
+from privacy.ledger import EpsilonLedger, Plan
+
+NODE_CONFIG = "node.yaml"
+
+
+class NodeConfig(BaseModel):
+    """node.yaml: written by school IT (or the simulator), read by the node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    school_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    policy: str = "policy.yaml"
+    train_table: str = "data/train.csv"
+    test_table: str = "data/test.csv"
+    ledger: str = "ledger.sqlite"
+
+
+def write_node_config(node_dir: Path, config: NodeConfig) -> None:
+    node_dir.mkdir(parents=True, exist_ok=True)
+    (node_dir / NODE_CONFIG).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+
+class RoundStatus(StrEnum):
+    TRAINED = "trained"
+    REFUSED = "refused"  # the ledger or the policy said no
+    EXCLUDED = "excluded"  # the school may not take part (too few families)
+    FAILED = "failed"  # the node could not run (bad table, bad policy)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a school reports after a training request: aggregate figures only."""
+
+    school_id: str
+    status: RoundStatus
+    reason: str
+    n_families: int
+    epsilon_spent: float
+    epsilon_budget: float
+    delta: float
+    noise_multiplier: float = 0.0
+    sample_rate: float = 0.0
+    steps: int = 0
+    train_loss: float = float("nan")
+    weights: dict[str, np.ndarray] | None = None
+
+
+def noise_generator(seed: int | None, school_id: str, server_round: int) -> torch.Generator:
+    """The generator for Poisson sampling and DP noise.
+
+    A seeded generator makes a simulation reproducible. Without a seed the generator is seeded
+    from the operating system's CSPRNG: torch's default generator starts from a fixed seed in
+    every process, so its noise would be predictable.
+    """
+    if seed is None:
+        material = os.urandom(8)
+    else:
+        material = hashlib.sha256(f"{seed}/{school_id}/{server_round}".encode()).digest()[:8]
+    return torch.Generator().manual_seed(int.from_bytes(material, "little") >> 1)
+
+
+class SchoolNode:
+    """One school's node, opened from its directory."""
+
+    def __init__(self, node_dir: Path) -> None:
+        self.dir = Path(node_dir)
+        path = self.dir / NODE_CONFIG
+        if not path.is_file():
+            raise NodeError(f"node directory {self.dir}: {NODE_CONFIG} not found")
+        try:
+            self.config = NodeConfig.model_validate(yaml.safe_load(path.read_text()))
+        except (ValidationError, yaml.YAMLError, TypeError) as exc:
+            raise NodeError(f"node config {path}: invalid ({str(exc).splitlines()[0]})") from None
+        self.policy = load_policy(self.dir / self.config.policy)
+        self.ledger = EpsilonLedger(
+            self.dir / self.config.ledger, budget=self.policy.budget, period=self.policy.period
+        )
+
+    @property
+    def school_id(self) -> str:
+        return self.config.school_id
+
+    def train_table(self) -> FamilyTable:
+        return read_table(self.dir / self.config.train_table)
+
+    def test_table(self) -> FamilyTable:
+        return read_table(self.dir / self.config.test_table)
+
+    def _outcome(self, status: RoundStatus, reason: str, n: int, **kw: object) -> RoundOutcome:
+        return RoundOutcome(
+            school_id=self.school_id,
+            status=status,
+            reason=reason,
+            n_families=n,
+            epsilon_spent=self.ledger.spent(),
+            epsilon_budget=self.policy.epsilon,
+            delta=self.policy.delta,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def train_round(
+        self,
+        *,
+        weights: dict[str, np.ndarray],
+        run_id: str,
+        server_round: int,
+        planned_rounds: int,
+        target_epsilon: float,
+        settings: TrainSettings,
+        seed: int | None = None,
+    ) -> RoundOutcome:
+        """Train one round under the policy and the ledger, or say why not.
+
+        `target_epsilon` is what the district asks this run to spend (0: all that remains);
+        the school never spends more than its ledger allows.
+        """
+        table = self.train_table()
+        n = len(table)
+        policy = self.policy
+        if n < policy.min_school_size:
+            return self._outcome(
+                RoundStatus.EXCLUDED,
+                f"{n} families is below the policy's minimum school size {policy.min_school_size}",
+                n,
+            )
+        if planned_rounds > policy.training.max_rounds_per_run:
+            return self._outcome(
+                RoundStatus.REFUSED,
+                f"the run plans {planned_rounds} rounds; the policy allows at most"
+                f" {policy.training.max_rounds_per_run}",
+                n,
+            )
+        try:
+            plan = self.ledger.plan(run_id) or self._make_plan(
+                run_id, n, planned_rounds, target_epsilon, settings
+            )
+            model = build_model(len(table.feature_names))
+            set_weights(model, weights)
+            trainer = PrivateTrainer(
+                model,
+                table,
+                noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=policy.training.max_grad_norm,
+                settings=settings,
+                generator=noise_generator(seed, self.school_id, server_round),
+            )
+            if (trainer.spend.sample_rate, trainer.spend.steps) != (
+                plan.sample_rate,
+                plan.steps_per_round,
+            ):
+                raise NodeError(
+                    f"school {self.school_id}: the table changed during run {run_id}"
+                    f" ({n} families now); start a new run"
+                )
+            self.ledger.charge(trainer.spend, run_id=run_id, round=server_round)
+        except BudgetExceeded as exc:
+            return self._outcome(RoundStatus.REFUSED, str(exc), n)
+        loss = trainer.run()
+        run_spends = self.ledger.run_history(run_id)
+        return self._outcome(
+            RoundStatus.TRAINED,
+            "",
+            n,
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
+            steps=sum(s.steps for s in run_spends),
+            train_loss=loss,
+            weights=get_weights(model),
+        )
+
+    def _make_plan(
+        self, run_id: str, n: int, rounds: int, target_epsilon: float, settings: TrainSettings
+    ) -> Plan:
+        """Fix the noise multiplier once for the run's planned rounds, within the ledger."""
+        history = self.ledger.history()
+        spent = epsilon_of(history, delta=self.policy.delta)
+        budget = self.policy.epsilon
+        target = budget if target_epsilon <= 0 else min(budget, spent + target_epsilon)
+        sample_rate, steps_per_round = poisson_schedule(n, settings)
+        sigma = calibrate_noise_multiplier(
+            history=history,
+            target_epsilon=target,
+            delta=self.policy.delta,
+            sample_rate=sample_rate,
+            steps=steps_per_round * rounds,
+        )
+        plan = Plan(run_id, sigma, sample_rate, steps_per_round, rounds, target)
+        self.ledger.save_plan(plan)
+        return plan
+
+    def evaluate(self, *, weights: dict[str, np.ndarray]) -> Evaluation | None:
+        """Aggregate metrics of `weights` on the held-out table; None if the school is excluded."""
+        table = self.test_table()
+        if len(self.train_table()) < self.policy.min_school_size:
+            return None
+        model = build_model(len(table.feature_names))
+        set_weights(model, weights)
+        return evaluate(model, table)

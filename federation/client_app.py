@@ -1,0 +1,134 @@
+"""The Flower ClientApp: a thin adapter from Flower messages to `client_node.SchoolNode`.
+
+The node directory comes from the SuperNode's node config (`node-dir`) in deployment; a
+simulation builds the app with a resolver that maps each virtual node to its school's folder.
+Every reply passes the egress guard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+
+from client_node.errors import NodeError
+from client_node.node import RoundOutcome, RoundStatus, SchoolNode
+from client_node.training import TrainSettings
+from federation import keys
+from federation.egress import egress_guard
+from policies.errors import PolicyError
+from privacy.errors import PrivacyError
+
+NodeDirResolver = Callable[[Context], Path]
+
+
+def node_dir_from_config(context: Context) -> Path:
+    """Deployment: `flower-supernode --node-config 'node-dir="/srv/schoolfed/node"'`."""
+    value = context.node_config.get("node-dir")
+    if not isinstance(value, str) or not value:
+        raise NodeError("this SuperNode has no 'node-dir' in its node config")
+    return Path(value)
+
+
+def arrays_to_weights(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def weights_to_arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(v)) for name, v in weights.items()})
+
+
+def _status(school_id: str, status: RoundStatus, reason: str) -> ConfigRecord:
+    return ConfigRecord({"school-id": school_id, "status": str(status), "reason": reason})
+
+
+def _train_reply(outcome: RoundOutcome) -> RecordDict:
+    metrics = MetricRecord(
+        {
+            keys.NUM_EXAMPLES: outcome.n_families,
+            "epsilon-spent": outcome.epsilon_spent,
+            "epsilon-budget": outcome.epsilon_budget,
+            "delta": outcome.delta,
+            "noise-multiplier": outcome.noise_multiplier,
+            "sample-rate": outcome.sample_rate,
+            "steps": outcome.steps,
+            "train-loss": outcome.train_loss if math.isfinite(outcome.train_loss) else -1.0,
+        }
+    )
+    content = RecordDict(
+        {
+            keys.METRICS: metrics,
+            keys.STATUS: _status(outcome.school_id, outcome.status, outcome.reason),
+        }
+    )
+    if outcome.weights is not None:
+        content[keys.ARRAYS] = weights_to_arrays(outcome.weights)
+    return content
+
+
+def _failure(node_dir: Path, exc: Exception) -> RecordDict:
+    return RecordDict({keys.STATUS: _status(node_dir.name, RoundStatus.FAILED, str(exc))})
+
+
+def build_client_app(
+    node_dir_of: NodeDirResolver = node_dir_from_config, extra_mods: Sequence[Mod] = ()
+) -> ClientApp:
+    """The ClientApp; `extra_mods` run outside the egress guard (they see what leaves)."""
+    app = ClientApp(mods=[*extra_mods, egress_guard])
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        node_dir = node_dir_of(context)
+        config = message.content[keys.CONFIG]
+        try:
+            node = SchoolNode(node_dir)
+            seed = config.get(keys.SEED)
+            outcome = node.train_round(
+                weights=arrays_to_weights(message.content[keys.ARRAYS]),
+                run_id=str(config[keys.RUN_ID]),
+                server_round=int(config["server-round"]),
+                planned_rounds=int(config[keys.PLANNED_ROUNDS]),
+                target_epsilon=float(config[keys.TARGET_EPSILON]),
+                settings=TrainSettings(
+                    local_epochs=int(config[keys.LOCAL_EPOCHS]),
+                    batch_size=int(config[keys.BATCH_SIZE]),
+                    learning_rate=float(config[keys.LEARNING_RATE]),
+                    momentum=float(config[keys.MOMENTUM]),
+                ),
+                seed=None if seed is None else int(seed),
+            )
+        except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
+            return Message(_failure(node_dir, exc), reply_to=message)
+        return Message(_train_reply(outcome), reply_to=message)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        node_dir = node_dir_of(context)
+        try:
+            node = SchoolNode(node_dir)
+            result = node.evaluate(weights=arrays_to_weights(message.content[keys.ARRAYS]))
+        except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
+            return Message(_failure(node_dir, exc), reply_to=message)
+        if result is None:
+            status = _status(node.school_id, RoundStatus.EXCLUDED, "below the minimum school size")
+            return Message(RecordDict({keys.STATUS: status}), reply_to=message)
+        metrics = MetricRecord(
+            {
+                keys.NUM_EXAMPLES: result.n,
+                "loss": result.loss,
+                "accuracy": result.accuracy,
+                "auc": result.auc if math.isfinite(result.auc) else -1.0,
+            }
+        )
+        status = _status(node.school_id, RoundStatus.TRAINED, "")
+        return Message(RecordDict({keys.METRICS: metrics, keys.STATUS: status}), reply_to=message)
+
+    return app
+
+
+app = build_client_app()

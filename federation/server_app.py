@@ -1,0 +1,116 @@
+"""The Flower ServerApp: FedAvg over schools, federated evaluation each round.
+
+The ServerApp only ever sees model arrays, aggregate metrics and each school's status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from client_node.model import build_model, get_weights
+from client_node.training import TrainSettings
+from federation import keys
+from federation.client_app import arrays_to_weights, weights_to_arrays
+from federation.strategy import SchoolFedAvg, SchoolStatus
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the district asks of a federated run."""
+
+    run_id: str
+    num_rounds: int
+    n_features: int
+    num_schools: int
+    target_epsilon: float = 0.0  # 0: each school may spend what remains of its budget
+    train: TrainSettings = field(default_factory=TrainSettings)
+    seed: int | None = None
+    round_timeout: float = 600.0
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced, for the report."""
+
+    weights: dict[str, np.ndarray]
+    federated: dict[int, dict[str, float]]  # round -> aggregated federated evaluation
+    central: dict[int, dict[str, float]]  # round -> centralized evaluation (simulations)
+    schools: dict[str, SchoolStatus]
+
+
+CentralEvaluation = Callable[[int, dict[str, np.ndarray]], dict[str, float]]
+RoundCallback = Callable[[int, dict[str, float]], None]
+
+
+def train_config(settings: RunSettings) -> ConfigRecord:
+    config: dict[str, int | float | str] = {
+        keys.RUN_ID: settings.run_id,
+        keys.PLANNED_ROUNDS: settings.num_rounds,
+        keys.TARGET_EPSILON: settings.target_epsilon,
+        keys.LOCAL_EPOCHS: settings.train.local_epochs,
+        keys.BATCH_SIZE: settings.train.batch_size,
+        keys.LEARNING_RATE: settings.train.learning_rate,
+        keys.MOMENTUM: settings.train.momentum,
+    }
+    if settings.seed is not None:
+        config[keys.SEED] = settings.seed
+    return ConfigRecord(config)
+
+
+def build_server_app(
+    settings: RunSettings,
+    *,
+    on_done: Callable[[RunOutcome], None],
+    central_evaluation: CentralEvaluation | None = None,
+    on_round: RoundCallback | None = None,
+) -> ServerApp:
+    """A ServerApp for one run; `on_done` receives the outcome when the last round ends."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        federated: dict[int, dict[str, float]] = {}
+
+        def record(server_round: int, metrics: dict[str, float]) -> None:
+            federated[server_round] = metrics
+            if on_round is not None and central_evaluation is None:
+                on_round(server_round, metrics)
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if central_evaluation is None:
+                return None
+            metrics = central_evaluation(server_round, arrays_to_weights(arrays))
+            if on_round is not None and server_round > 0:
+                on_round(server_round, {**federated.get(server_round, {}), **metrics})
+            return MetricRecord(metrics)
+
+        strategy = SchoolFedAvg(
+            on_evaluate=record,
+            fraction_train=1.0,
+            fraction_evaluate=1.0,
+            min_train_nodes=settings.num_schools,
+            min_evaluate_nodes=settings.num_schools,
+            min_available_nodes=settings.num_schools,
+        )
+        initial = get_weights(build_model(settings.n_features))
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=weights_to_arrays(initial),
+            num_rounds=settings.num_rounds,
+            timeout=settings.round_timeout,
+            train_config=train_config(settings),
+            evaluate_fn=evaluate_fn if central_evaluation is not None else None,
+        )
+        central = {
+            r: {k: float(v) for k, v in m.items()}  # type: ignore[arg-type]
+            for r, m in result.evaluate_metrics_serverapp.items()
+        }
+        weights = arrays_to_weights(result.arrays) if result.arrays is not None else initial
+        on_done(RunOutcome(weights, federated, central, strategy.schools))
+
+    return app

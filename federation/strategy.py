@@ -1,0 +1,95 @@
+"""FedAvg weighted by families, which also keeps each school's status and privacy figures.
+
+A school that declines a round (budget spent, too small, policy says no) replies with its status
+and reason but no arrays; the strategy records it and averages the others, so the run goes on
+without that school.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from aggregator.metrics import weighted_mean
+from federation import keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchoolStatus:
+    """The latest word from one school (aggregate figures only)."""
+
+    school_id: str
+    status: str
+    reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    rounds_trained: int = 0
+
+
+def _aggregate(contents: list[RecordDict], weight_key: str) -> MetricRecord:
+    records = [dict(c[keys.METRICS]) for c in contents if keys.METRICS in c]
+    return MetricRecord(weighted_mean(records, weight_key=weight_key))
+
+
+class SchoolFedAvg(FedAvg):
+    """FedAvg over the schools that trained; a record of every school's status."""
+
+    def __init__(self, *, on_evaluate: Callable[[int, dict[str, float]], None] | None = None, **kw):
+        super().__init__(
+            weighted_by_key=keys.NUM_EXAMPLES,
+            arrayrecord_key=keys.ARRAYS,
+            configrecord_key=keys.CONFIG,
+            train_metrics_aggr_fn=_aggregate,
+            evaluate_metrics_aggr_fn=_aggregate,
+            **kw,
+        )
+        self.schools: dict[str, SchoolStatus] = {}
+        self.on_evaluate = on_evaluate
+
+    def _note(self, message: Message) -> bool:
+        """Record a reply's school status; True if it carries a usable result."""
+        if message.has_error():
+            sid = f"node-{message.metadata.src_node_id}"
+            self.schools[sid] = SchoolStatus(sid, "failed", message.error.reason)
+            log.warning("school %s failed: %s", sid, message.error.reason)
+            return False
+        status = message.content.get(keys.STATUS)
+        if not isinstance(status, ConfigRecord):
+            return False
+        sid = str(status["school-id"])
+        school = self.schools.setdefault(sid, SchoolStatus(sid, "", ""))
+        school.status, school.reason = str(status["status"]), str(status["reason"])
+        metrics = message.content.get(keys.METRICS)
+        if isinstance(metrics, MetricRecord) and message.metadata.message_type.startswith("train"):
+            school.metrics = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+        if school.status != "trained":
+            log.info("school %s %s: %s", sid, school.status, school.reason)
+        return school.status == "trained"
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        usable = [m for m in replies if self._note(m) and keys.ARRAYS in m.content]
+        for m in usable:
+            self.schools[str(m.content[keys.STATUS]["school-id"])].rounds_trained += 1
+        return super().aggregate_train(server_round, usable)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        usable = [
+            m
+            for m in replies
+            if not m.has_error()
+            and keys.METRICS in m.content
+            and m.content[keys.STATUS]["status"] == "trained"
+        ]
+        metrics = super().aggregate_evaluate(server_round, usable)
+        if self.on_evaluate is not None:
+            self.on_evaluate(server_round, dict(metrics) if metrics is not None else {})
+        return metrics

@@ -1,0 +1,1 @@
+"""Policy files: the schema, the loader and the district's policy files themselves."""

@@ -1,0 +1,1 @@
+"""Real-dataset adapters, scenarios and the `simulate` runner."""

@@ -1,0 +1,288 @@
+"""`schoolfed simulate`: a simulated district trains the DP disengagement model with Flower.
+
+Each school of a real dataset becomes a node directory under OUT/nodes/ (its family tables, the
+policy, its ε ledger); Flower's simulation engine runs the ServerApp and one ClientApp per
+school; the run is scored on the pooled held-out families against two baselines computed in the
+same run; OUT receives report.json, report.md, auc.png and model.npz. Ledgers persist in OUT, so
+running again with the same OUT continues every school's budget.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aggregator.registry import save_model
+from aggregator.report import write_report
+from client_node.model import build_model, set_weights
+from client_node.node import NodeConfig, write_node_config
+from client_node.table import FamilyTable, validate, write_table
+from client_node.training import TrainSettings, evaluate
+from federation.client_app import build_client_app
+from federation.server_app import RunOutcome, RunSettings, build_server_app
+from federation.simulation import run_in_simulation
+from policies.loader import default_policy_path, load_policy
+from privacy.budget import check_epsilon
+from simulations import baselines
+from simulations.datasets import load_dataset
+from simulations.errors import SimulationError
+from simulations.split import split_families
+
+DEFAULT_DATASET = "nhes-pfi-2019"
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """Everything `schoolfed simulate` is asked to do."""
+
+    dataset: str = DEFAULT_DATASET
+    rounds: int = 5
+    epsilon: float | None = None  # ε this run may spend per school; None: what remains
+    seed: int = 0
+    out: Path = Path("runs/latest")
+    policy: Path | None = None
+    data_dir: Path | None = None
+    schools: tuple[str, ...] | None = None
+    families_per_school: int | None = None
+    test_fraction: float = 0.2
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+Progress = Callable[[str], None]
+RoundProgress = Callable[[int, dict[str, float]], None]
+
+
+def _check_request(request: SimulationRequest, max_rounds: int, budget: float) -> None:
+    if request.rounds < 1 or request.rounds > max_rounds:
+        raise SimulationError(
+            f"--rounds {request.rounds} is not allowed; the policy allows 1 to {max_rounds}"
+        )
+    if request.epsilon is not None:
+        eps = check_epsilon(request.epsilon, where="--epsilon")
+        if eps > budget:
+            raise SimulationError(
+                f"--epsilon {eps:g} is not allowed; the policy's budget per school is {budget:g}"
+            )
+    if not 0 < request.test_fraction < 1:
+        raise SimulationError(f"test fraction {request.test_fraction} must be in (0, 1)")
+    if request.families_per_school is not None and request.families_per_school < 2:
+        raise SimulationError(
+            f"--families-per-school {request.families_per_school} must be at least 2"
+        )
+
+
+def _school_tables(request: SimulationRequest) -> dict[str, pd.DataFrame]:
+    tables = load_dataset(request.dataset, data_dir=request.data_dir)
+    if request.schools:
+        unknown = [s for s in request.schools if s not in tables]
+        if unknown:
+            raise SimulationError(
+                f"school {unknown[0]!r} is not in {request.dataset}; schools: {', '.join(tables)}"
+            )
+        tables = {s: tables[s] for s in request.schools}
+    if request.families_per_school is not None:
+        rng = np.random.default_rng(request.seed)
+        tables = {
+            s: t.iloc[np.sort(rng.permutation(len(t))[: request.families_per_school])].reset_index(
+                drop=True
+            )
+            for s, t in tables.items()
+        }
+    return tables
+
+
+def _prepare_nodes(
+    tables: dict[str, pd.DataFrame], request: SimulationRequest, policy_path: Path
+) -> tuple[list[Path], dict[str, FamilyTable], dict[str, FamilyTable]]:
+    """Write each school's node directory; return node dirs and the validated train/test tables."""
+    nodes_root = request.out / "nodes"
+    node_dirs, train, test = [], {}, {}
+    for school_id, table in tables.items():
+        node_dir = nodes_root / school_id
+        train_frame, test_frame = split_families(
+            table, test_fraction=request.test_fraction, seed=request.seed
+        )
+        train[school_id] = validate(train_frame, source=f"{school_id} training families")
+        test[school_id] = validate(test_frame, source=f"{school_id} held-out families")
+        write_table(train_frame, node_dir / "data" / "train.csv")
+        write_table(test_frame, node_dir / "data" / "test.csv")
+        shutil.copyfile(policy_path, node_dir / "policy.yaml")
+        write_node_config(node_dir, NodeConfig(school_id=school_id))
+        node_dirs.append(node_dir)
+    return node_dirs, train, test
+
+
+def _scores(weights: dict[str, np.ndarray], test: FamilyTable) -> dict[str, float]:
+    model = build_model(len(test.feature_names))
+    set_weights(model, weights)
+    result = evaluate(model, test)
+    return {"auc": result.auc, "accuracy": result.accuracy, "loss": result.loss}
+
+
+def simulate(
+    request: SimulationRequest,
+    *,
+    progress: Progress | None = None,
+    on_round: RoundProgress | None = None,
+    client_mods: Sequence = (),
+    verbose: bool = False,
+) -> dict:
+    """Run the simulation and write the report; return the report as a dict."""
+    say = progress or (lambda _msg: None)
+    started = time.monotonic()
+    policy_path = Path(request.policy) if request.policy is not None else default_policy_path()
+    policy = load_policy(policy_path)
+    _check_request(request, policy.training.max_rounds_per_run, policy.epsilon)
+
+    say(f"loading {request.dataset}")
+    tables = _school_tables(request)
+    out = Path(request.out)
+    out.mkdir(parents=True, exist_ok=True)
+    node_dirs, train, test = _prepare_nodes(tables, request, policy_path)
+    eligible = [s for s in train if len(train[s]) >= policy.min_school_size]
+    if not eligible:
+        raise SimulationError(
+            f"no school has the policy's minimum of {policy.min_school_size} training families"
+        )
+    pooled_test = baselines.pool([test[s] for s in eligible])
+    n_features = len(pooled_test.feature_names)
+
+    settings = RunSettings(
+        run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        num_rounds=request.rounds,
+        n_features=n_features,
+        num_schools=len(node_dirs),
+        target_epsilon=request.epsilon or 0.0,
+        train=request.train,
+        seed=request.seed,
+    )
+    outcomes: list[RunOutcome] = []
+    server_app = build_server_app(
+        settings,
+        on_done=outcomes.append,
+        central_evaluation=lambda _r, weights: _scores(weights, pooled_test),
+        on_round=on_round,
+    )
+    dirs = [str(d.resolve()) for d in node_dirs]
+    client_app = build_client_app(
+        node_dir_of=lambda context: Path(dirs[int(context.node_config["partition-id"])]),
+        extra_mods=client_mods,
+    )
+    say(f"federated training: {len(node_dirs)} schools, {request.rounds} rounds")
+    run_in_simulation(
+        server_app=server_app, client_app=client_app, num_nodes=len(node_dirs), verbose=verbose
+    )
+    if not outcomes:
+        raise SimulationError("the federated run ended without a result (see the log above)")
+    outcome = outcomes[0]
+
+    say("baselines: centralized and local-only")
+    central = baselines.centralized(baselines.pool([train[s] for s in eligible]), pooled_test)
+    local_epsilon = min(request.epsilon or policy.epsilon, policy.epsilon)
+    local = {
+        s: baselines.local_only(
+            train[s],
+            pooled_test,
+            school_id=s,
+            epsilon=local_epsilon,
+            delta=policy.delta,
+            max_grad_norm=policy.training.max_grad_norm,
+            rounds=request.rounds,
+            settings=request.train,
+            seed=request.seed,
+        )
+        for s in eligible
+    }
+    local_aucs = [a for a in local.values() if a is not None and math.isfinite(a)]
+
+    final = _scores(outcome.weights, pooled_test)
+    report = {
+        "dataset": request.dataset,
+        "run_id": settings.run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "policy": {
+            "policy_id": policy.policy_id,
+            "version": policy.version,
+            "period": policy.period,
+            "epsilon": policy.epsilon,
+            "delta": policy.delta,
+            "min_school_size": policy.min_school_size,
+        },
+        "settings": {
+            "rounds": request.rounds,
+            "epsilon_requested": request.epsilon,
+            "seed": request.seed,
+            "test_fraction": request.test_fraction,
+            **asdict(request.train),
+        },
+        "rounds": [
+            {
+                "round": r,
+                "auc": outcome.federated.get(r, {}).get("auc", float("nan")),
+                "accuracy": outcome.federated.get(r, {}).get("accuracy", float("nan")),
+                "loss": outcome.federated.get(r, {}).get("loss", float("nan")),
+                "pooled_auc": outcome.central.get(r, {}).get("auc", float("nan")),
+                "pooled_accuracy": outcome.central.get(r, {}).get("accuracy", float("nan")),
+            }
+            for r in range(1, request.rounds + 1)
+        ],
+        "schools": [_school_row(s, train[s], test[s], outcome, local.get(s)) for s in train],
+        "final": {
+            "federated": {"auc": final["auc"], "accuracy": final["accuracy"]},
+            "centralized": central,
+            "local_only": {
+                "auc_mean": float(np.mean(local_aucs)) if local_aucs else float("nan"),
+                "auc_min": min(local_aucs, default=float("nan")),
+                "auc_max": max(local_aucs, default=float("nan")),
+            },
+        },
+        "test_split": {
+            "families": len(pooled_test),
+            "at_risk": int(pooled_test.labels.sum()),
+            "schools": len(eligible),
+        },
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    save_model(
+        out / "model.npz",
+        outcome.weights,
+        feature_names=list(pooled_test.feature_names),
+        metadata={"run_id": settings.run_id, "dataset": request.dataset, "rounds": request.rounds},
+    )
+    write_report(report, out)
+    return report
+
+
+def _school_row(
+    school_id: str,
+    train: FamilyTable,
+    test: FamilyTable,
+    outcome: RunOutcome,
+    local_auc: float | None,
+) -> dict:
+    status = outcome.schools.get(school_id)
+    metrics = status.metrics if status is not None else {}
+    return {
+        "school_id": school_id,
+        "n_families": len(train),
+        "n_test_families": len(test),
+        "status": status.status if status is not None else "no reply",
+        "reason": status.reason if status is not None else "",
+        "rounds_trained": status.rounds_trained if status is not None else 0,
+        "epsilon_spent": metrics.get("epsilon-spent", float("nan")),
+        "epsilon_budget": metrics.get("epsilon-budget", float("nan")),
+        "delta": metrics.get("delta", float("nan")),
+        "noise_multiplier": metrics.get("noise-multiplier", 0.0),
+        "sample_rate": metrics.get("sample-rate", 0.0),
+        "steps": int(metrics.get("steps", 0)),
+        "local_only_auc": local_auc,
+    }
