@@ -32,6 +32,12 @@ class FamilyTable:
         )
 
 
+def _show(value: object) -> str:
+    """A cell as the operator wrote it: 2, 1.5, nan, 'high' (not np.int64(2))."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)
+
+
 def validate(frame: pd.DataFrame, *, source: str) -> FamilyTable:
     """Check a family table's shape and values; raise TableError naming source, row and column."""
     for column in (FAMILY_ID, LABEL):
@@ -52,7 +58,7 @@ def validate(frame: pd.DataFrame, *, source: str) -> FamilyTable:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise TableError(
-            f"family table {source} row {row + 2} column {LABEL}: {frame[LABEL].iloc[row]!r}"
+            f"family table {source} row {row + 2} column {LABEL}: {_show(frame[LABEL].iloc[row])}"
             " is not allowed; expected 0 or 1"
         )
     values = frame[list(names)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -61,7 +67,7 @@ def validate(frame: pd.DataFrame, *, source: str) -> FamilyTable:
         row, col = (int(i) for i in np.argwhere(bad_cells)[0])
         raise TableError(
             f"family table {source} row {row + 2} column {names[col]}:"
-            f" {frame[names[col]].iloc[row]!r} is not allowed; features are numbers in [0, 1]"
+            f" {_show(frame[names[col]].iloc[row])} is not allowed; features are numbers in [0, 1]"
         )
     return FamilyTable(
         ids.to_numpy(), values.astype(np.float32), labels.to_numpy(dtype=np.float32), names

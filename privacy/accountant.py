@@ -21,8 +21,10 @@ from scipy.optimize import brentq
 
 from privacy.errors import BudgetExceeded, InvalidBudget
 
-# Beyond this noise multiplier a round teaches the model nothing; refuse rather than train on noise.
-MAX_USEFUL_NOISE_MULTIPLIER = 50.0
+# Beyond this noise multiplier a round teaches a model next to nothing (the noise on a batch's
+# mean gradient passes the clipping bound itself for batches under 10 families): refuse rather
+# than spend the last scraps of a budget on noise.
+MAX_USEFUL_NOISE_MULTIPLIER = 10.0
 # Opacus' default RDP orders plus a few higher ones, which large noise multipliers need.
 ALPHAS = (*RDPAccountant.DEFAULT_ALPHAS, 64, 80, 96, 128, 160, 192, 256)
 
