@@ -166,10 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             return _simulate(args, console)
     except (SimulationError, PolicyError, PrivacyError, NodeError) as exc:
-        Console(stderr=True).print(f"[red]schoolfed {args.command}:[/] {exc}", highlight=False)
+        # One plain line (no wrapping, no markup): operators grep and paste these.
+        print(f"schoolfed {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        Console(stderr=True).print(f"schoolfed {args.command}: interrupted")
+        print(f"schoolfed {args.command}: interrupted", file=sys.stderr)
         return 130
     return EXIT_USAGE
 

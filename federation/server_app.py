@@ -37,7 +37,7 @@ class RunSettings:
 class RunOutcome:
     """What a run produced, for the report."""
 
-    weights: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray] | None  # None: no school trained in any round
     federated: dict[int, dict[str, float]]  # round -> aggregated federated evaluation
     central: dict[int, dict[str, float]]  # round -> centralized evaluation (simulations)
     schools: dict[str, SchoolStatus]
@@ -110,7 +110,8 @@ def build_server_app(
             r: {k: float(v) for k, v in m.items()}  # type: ignore[arg-type]
             for r, m in result.evaluate_metrics_serverapp.items()
         }
-        weights = arrays_to_weights(result.arrays) if result.arrays is not None else initial
+        trained = result.arrays is not None and len(result.arrays) > 0
+        weights = arrays_to_weights(result.arrays) if trained else None
         on_done(RunOutcome(weights, federated, central, strategy.schools))
 
     return app

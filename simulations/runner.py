@@ -3,8 +3,9 @@
 Each school of a real dataset becomes a node directory under OUT/nodes/ (its family tables, the
 policy, its ε ledger); Flower's simulation engine runs the ServerApp and one ClientApp per
 school; the run is scored on the pooled held-out families against two baselines computed in the
-same run; OUT receives report.json, report.md, auc.png and model.npz. Ledgers persist in OUT, so
-running again with the same OUT continues every school's budget.
+same run; OUT receives report.json, report.md, auc.png and model.npz (the latest run), and
+OUT/runs/<run id>/ keeps each run's copy. Ledgers persist in OUT/nodes/, so running again with
+the same OUT continues every school's budget.
 """
 
 from __future__ import annotations
@@ -204,7 +205,12 @@ def simulate(
     }
     local_aucs = [a for a in local.values() if a is not None and math.isfinite(a)]
 
-    final = _scores(outcome.weights, pooled_test)
+    nan = float("nan")
+    final = (
+        _scores(outcome.weights, pooled_test)
+        if outcome.weights is not None
+        else {"auc": nan, "accuracy": nan, "loss": nan}
+    )
     report = {
         "dataset": request.dataset,
         "run_id": settings.run_id,
@@ -252,12 +258,18 @@ def simulate(
         },
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    save_model(
-        out / "model.npz",
-        outcome.weights,
-        feature_names=list(pooled_test.feature_names),
-        metadata={"run_id": settings.run_id, "dataset": request.dataset, "rounds": request.rounds},
-    )
+    run_dir = out / "runs" / settings.run_id
+    if outcome.weights is not None:
+        for folder in (run_dir, out):  # the latest model in OUT, every run's in OUT/runs/
+            save_model(
+                folder / "model.npz",
+                outcome.weights,
+                feature_names=list(pooled_test.feature_names),
+                metadata={"run_id": settings.run_id, "dataset": request.dataset, "rounds": request.rounds},
+            )
+    else:
+        say("no school trained: the previous model (if any) is kept")
+    write_report(report, run_dir)
     write_report(report, out)
     return report
 

@@ -1,0 +1,139 @@
+"""A real 2-round federated simulation on a small subset of the real NHES data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aggregator.registry import load_model
+from client_node.table import read_table
+from federation import keys
+from tests.integration import capture
+from tests.privacy import rdp_reference
+
+SCHOOLS = ("west-town", "west-rural", "northeast-rural")
+FAMILIES = 150
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    captured = tmp_path_factory.mktemp("captured")
+    args = [str(out), str(captured), "2", "3", ",".join(SCHOOLS), str(FAMILIES)]
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.integration.capture", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text())
+    return out, report, capture.load(captured)
+
+
+def test_the_report_has_every_round_and_school(first_run):
+    out, report, _ = first_run
+    on_disk = report
+    assert on_disk["dataset"] == "nhes-pfi-2019"
+    assert [r["round"] for r in on_disk["rounds"]] == [1, 2]
+    for r in on_disk["rounds"]:
+        assert 0.5 < r["auc"] <= 1 and 0 < r["accuracy"] <= 1 and r["loss"] > 0
+    assert [s["school_id"] for s in on_disk["schools"]] == list(SCHOOLS)
+    assert {s["n_families"] for s in on_disk["schools"]} == {120}  # 150 minus 20 % held out
+    assert on_disk["test_split"]["families"] == 90
+    final = on_disk["final"]
+    assert 0.5 < final["federated"]["auc"] <= 1
+    assert 0.5 < final["centralized"]["auc"] <= 1
+    assert final["local_only"]["auc_mean"] is not None
+    assert (out / "report.md").read_text().startswith("# SchoolFed run")
+    assert (out / "auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    weights, features, meta = load_model(out / "model.npz")
+    assert weights["weight"].shape == (1, len(features)) and meta["rounds"] == 2
+
+
+def test_every_school_stays_within_budget_and_its_epsilon_recomputes(first_run):
+    _, report, _ = first_run
+    for school in report["schools"]:
+        assert school["status"] == "trained"
+        assert school["epsilon_spent"] <= school["epsilon_budget"] == 3.0
+        assert school["steps"] == 2 * 2 * 2  # 2 rounds × 2 local epochs × 2 batches
+        recomputed = rdp_reference.epsilon(
+            [(school["noise_multiplier"], school["sample_rate"], school["steps"])],
+            delta=school["delta"],
+        )
+        assert school["epsilon_spent"] == pytest.approx(recomputed, rel=0.03)
+        assert school["epsilon_spent"] > 2.95  # the budget is used, not wasted
+
+
+def test_nothing_a_client_sends_carries_a_family(first_run):
+    out, _, messages = first_run
+    assert len(messages) == len(SCHOOLS) * 2 * 2  # train + evaluate, 2 rounds
+    raw = pd.read_csv(
+        "simulations/datasets/data/nhes-2019-pfi/CuratedData.csv", usecols=["BASMID"]
+    )
+    family_ids: list[str] = []
+    rows: list[np.ndarray] = []
+    sizes: dict[str, tuple[int, int]] = {}
+    for school in SCHOOLS:
+        train = read_table(out / "nodes" / school / "data" / "train.csv")
+        test = read_table(out / "nodes" / school / "data" / "test.csv")
+        sizes[school] = (len(train), len(test))
+        for table in (train, test):
+            family_ids.extend(table.family_ids.tolist())
+            rows.extend(table.features)
+    assert set(family_ids) <= set(raw["BASMID"].astype(str))
+    for data, message in messages:
+        assert not message.has_error()
+        assert set(message.content.keys()) <= {keys.ARRAYS, keys.METRICS, keys.STATUS}
+        for fid in family_ids:
+            assert fid.encode() not in data
+            assert np.int64(int(fid)).tobytes() not in data
+            assert np.float64(int(fid)).tobytes() not in data
+        for row in rows:
+            assert row.astype(np.float32).tobytes() not in data
+            assert row.astype(np.float64).tobytes() not in data
+        status = message.content[keys.STATUS]
+        n_train, n_test = sizes[status["school-id"]]
+        metrics = message.content[keys.METRICS]
+        if keys.ARRAYS in message.content:
+            assert set(metrics.keys()) == keys.TRAIN_METRICS
+            assert metrics[keys.NUM_EXAMPLES] == n_train
+            assert {k: tuple(v.shape) for k, v in message.content[keys.ARRAYS].items()} == {
+                "weight": (1, len(rows[0])),
+                "bias": (1,),
+            }
+        else:
+            assert set(metrics.keys()) == keys.EVALUATE_METRICS
+            assert metrics[keys.NUM_EXAMPLES] == n_test
+
+
+def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
+    out, report, _ = first_run
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "cli.main", "simulate", "--rounds", "2", "--seed", "3",
+            "--out", str(out), "--schools", ",".join(SCHOOLS),
+            "--families-per-school", str(FAMILIES),
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    again = json.loads((out / "report.json").read_text())
+    assert again["run_id"] != report["run_id"]
+    before = {s["school_id"]: s["epsilon_spent"] for s in report["schools"]}
+    for school in again["schools"]:
+        assert school["status"] == "refused"
+        assert "remains" in school["reason"] and "budget 3.0000" in school["reason"]
+        assert school["epsilon_spent"] == pytest.approx(before[school["school_id"]])
+        assert school["epsilon_spent"] <= 3.0
+        assert school["steps"] == 0
+    assert "refused" in result.stdout
+    assert again["final"]["federated"]["auc"] is None  # nothing trained...
+    weights, _, meta = load_model(out / "model.npz")
+    assert meta["run_id"] == report["run_id"]  # ...so the first run's model is kept
+    assert (out / "runs" / report["run_id"] / "report.json").is_file()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "raylet" not in ps and "gcs_server" not in ps
