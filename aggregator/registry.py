@@ -14,12 +14,12 @@ def save_model(
     """Save weights and their provenance as one .npz file (written atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
+    arrays: dict[str, np.ndarray] = {
         **weights,
-        __features__=np.array(feature_names),
-        __metadata__=np.array(json.dumps(metadata, sort_keys=True)),
-    )
+        "__features__": np.array(feature_names),
+        "__metadata__": np.array(json.dumps(metadata, sort_keys=True)),
+    }
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(path)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
@@ -25,6 +26,51 @@ from policies.errors import PolicyError
 from privacy.errors import PrivacyError
 
 NodeDirResolver = Callable[[Context], Path]
+
+
+class TrainRequest(BaseModel):
+    """A training request as the school reads it: unknown or ill-typed keys are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str = Field(min_length=1)
+    server_round: int = Field(ge=1)
+    planned_rounds: int = Field(ge=1)
+    target_epsilon: float = Field(ge=0, allow_inf_nan=False)
+    local_epochs: int = Field(ge=1, le=100)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, allow_inf_nan=False)
+    momentum: float = Field(ge=0, lt=1)
+    seed: int | None = None
+
+    @classmethod
+    def from_record(cls, record: object) -> TrainRequest:
+        if not isinstance(record, ConfigRecord):
+            raise NodeError("the training request carries no config record")
+        try:
+            return cls.model_validate({k.replace("-", "_"): v for k, v in record.items()})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+            raise NodeError(
+                f"training request: '{field}' = {err.get('input')!r}: {err['msg']}"
+            ) from None
+
+    @property
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+        )
+
+
+def _arrays(content: RecordDict) -> ArrayRecord:
+    record = content.get(keys.ARRAYS)
+    if not isinstance(record, ArrayRecord):
+        raise NodeError("the request carries no model arrays")
+    return record
 
 
 def node_dir_from_config(context: Context) -> Path:
@@ -84,23 +130,17 @@ def build_client_app(
     @app.train()
     def train(message: Message, context: Context) -> Message:
         node_dir = node_dir_of(context)
-        config = message.content[keys.CONFIG]
         try:
+            request = TrainRequest.from_record(message.content.get(keys.CONFIG))
             node = SchoolNode(node_dir)
-            seed = config.get(keys.SEED)
             outcome = node.train_round(
-                weights=arrays_to_weights(message.content[keys.ARRAYS]),
-                run_id=str(config[keys.RUN_ID]),
-                server_round=int(config["server-round"]),
-                planned_rounds=int(config[keys.PLANNED_ROUNDS]),
-                target_epsilon=float(config[keys.TARGET_EPSILON]),
-                settings=TrainSettings(
-                    local_epochs=int(config[keys.LOCAL_EPOCHS]),
-                    batch_size=int(config[keys.BATCH_SIZE]),
-                    learning_rate=float(config[keys.LEARNING_RATE]),
-                    momentum=float(config[keys.MOMENTUM]),
-                ),
-                seed=None if seed is None else int(seed),
+                weights=arrays_to_weights(_arrays(message.content)),
+                run_id=request.run_id,
+                server_round=request.server_round,
+                planned_rounds=request.planned_rounds,
+                target_epsilon=request.target_epsilon,
+                settings=request.settings,
+                seed=request.seed,
             )
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
@@ -111,7 +151,7 @@ def build_client_app(
         node_dir = node_dir_of(context)
         try:
             node = SchoolNode(node_dir)
-            result = node.evaluate(weights=arrays_to_weights(message.content[keys.ARRAYS]))
+            result = node.evaluate(weights=arrays_to_weights(_arrays(message.content)))
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
         if result is None:

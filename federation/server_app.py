@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from client_node.model import build_model, get_weights
@@ -48,7 +48,7 @@ RoundCallback = Callable[[int, dict[str, float]], None]
 
 
 def train_config(settings: RunSettings) -> ConfigRecord:
-    config: dict[str, int | float | str] = {
+    config: dict[str, ConfigRecordValues] = {
         keys.RUN_ID: settings.run_id,
         keys.PLANNED_ROUNDS: settings.num_rounds,
         keys.TARGET_EPSILON: settings.target_epsilon,
@@ -87,7 +87,7 @@ def build_server_app(
             metrics = central_evaluation(server_round, arrays_to_weights(arrays))
             if on_round is not None and server_round > 0:
                 on_round(server_round, {**federated.get(server_round, {}), **metrics})
-            return MetricRecord(metrics)
+            return MetricRecord(dict(metrics))
 
         strategy = SchoolFedAvg(
             on_evaluate=record,

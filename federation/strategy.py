@@ -31,9 +31,16 @@ class SchoolStatus:
     rounds_trained: int = 0
 
 
+def _numbers(record: object) -> dict[str, float]:
+    """A MetricRecord's scalar values as floats (SchoolFed metrics are all scalars)."""
+    if not isinstance(record, MetricRecord):
+        return {}
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+
+
 def _aggregate(contents: list[RecordDict], weight_key: str) -> MetricRecord:
-    records = [dict(c[keys.METRICS]) for c in contents if keys.METRICS in c]
-    return MetricRecord(weighted_mean(records, weight_key=weight_key))
+    records = [_numbers(c.get(keys.METRICS)) for c in contents]
+    return MetricRecord(dict(weighted_mean(records, weight_key=weight_key)))
 
 
 class SchoolFedAvg(FedAvg):
@@ -55,7 +62,7 @@ class SchoolFedAvg(FedAvg):
         """Record a reply's school status; True if it carries a usable result."""
         if message.has_error():
             sid = f"node-{message.metadata.src_node_id}"
-            self.schools[sid] = SchoolStatus(sid, "failed", message.error.reason)
+            self.schools[sid] = SchoolStatus(sid, "failed", message.error.reason or "")
             log.warning("school %s failed: %s", sid, message.error.reason)
             return False
         status = message.content.get(keys.STATUS)
@@ -65,8 +72,8 @@ class SchoolFedAvg(FedAvg):
         school = self.schools.setdefault(sid, SchoolStatus(sid, "", ""))
         school.status, school.reason = str(status["status"]), str(status["reason"])
         metrics = message.content.get(keys.METRICS)
-        if isinstance(metrics, MetricRecord) and message.metadata.message_type.startswith("train"):
-            school.metrics = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+        if message.metadata.message_type.startswith("train"):
+            school.metrics = _numbers(metrics)
         if school.status != "trained":
             log.info("school %s %s: %s", sid, school.status, school.reason)
         return school.status == "trained"
@@ -91,5 +98,5 @@ class SchoolFedAvg(FedAvg):
         ]
         metrics = super().aggregate_evaluate(server_round, usable)
         if self.on_evaluate is not None:
-            self.on_evaluate(server_round, dict(metrics) if metrics is not None else {})
+            self.on_evaluate(server_round, _numbers(metrics))
         return metrics

@@ -265,7 +265,11 @@ def simulate(
                 folder / "model.npz",
                 outcome.weights,
                 feature_names=list(pooled_test.feature_names),
-                metadata={"run_id": settings.run_id, "dataset": request.dataset, "rounds": request.rounds},
+                metadata={
+                    "run_id": settings.run_id,
+                    "dataset": request.dataset,
+                    "rounds": request.rounds,
+                },
             )
     else:
         say("no school trained: the previous model (if any) is kept")

@@ -71,9 +71,7 @@ def test_every_school_stays_within_budget_and_its_epsilon_recomputes(first_run):
 def test_nothing_a_client_sends_carries_a_family(first_run):
     out, _, messages = first_run
     assert len(messages) == len(SCHOOLS) * 2 * 2  # train + evaluate, 2 rounds
-    raw = pd.read_csv(
-        "simulations/datasets/data/nhes-2019-pfi/CuratedData.csv", usecols=["BASMID"]
-    )
+    raw = pd.read_csv("simulations/datasets/data/nhes-2019-pfi/CuratedData.csv", usecols=["BASMID"])
     family_ids: list[str] = []
     rows: list[np.ndarray] = []
     sizes: dict[str, tuple[int, int]] = {}
