@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -108,8 +109,18 @@ def test_nothing_a_client_sends_carries_a_family(first_run):
             assert metrics[keys.NUM_EXAMPLES] == n_test
 
 
+def ray_processes() -> set[int]:
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {
+        int(line.split(None, 1)[0])
+        for line in ps.splitlines()
+        if "raylet" in line or "gcs_server" in line or "ray::" in line
+    }
+
+
 def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
     out, report, _ = first_run
+    before = ray_processes()
     result = subprocess.run(
         [
             sys.executable, "-m", "cli.main", "simulate", "--rounds", "2", "--seed", "3",
@@ -133,5 +144,8 @@ def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
     weights, _, meta = load_model(out / "model.npz")
     assert meta["run_id"] == report["run_id"]  # ...so the first run's model is kept
     assert (out / "runs" / report["run_id"] / "report.json").is_file()
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "raylet" not in ps and "gcs_server" not in ps
+    # the command stopped every Ray process it started
+    deadline = time.monotonic() + 10
+    while (left := ray_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == set()
