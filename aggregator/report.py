@@ -76,7 +76,7 @@ def plot_auc(report: dict, path: Path) -> None:
     ax.set_xticks(rounds)
     ax.set_ylim(0.5, 1.0)
     ax.grid(alpha=0.3)
-    eps = report["policy"]["epsilon"]
+    eps = report["policy"]["training_epsilon"]
     ax.set_title(f"{report['dataset']}: DP federated training, ε ≤ {eps:g} per school")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -93,8 +93,8 @@ def markdown(report: dict) -> str:
         "",
         f"Dataset **{report['dataset']}**, {len(report['rounds'])} rounds, policy "
         f"`{report['policy']['policy_id']}` v{report['policy']['version']} "
-        f"(ε ≤ {report['policy']['epsilon']:g} per school per {report['policy']['period']}, "
-        f"δ = {report['policy']['delta']:g}). Held-out test: {report['test_split']['families']} "
+        f"(training ε ≤ {report['policy']['training_epsilon']:g}, δ = "
+        f"{report['policy']['training_delta']:g} per school for {report['policy']['period']}). Held-out test: {report['test_split']['families']} "
         f"families ({report['test_split']['at_risk']} at risk) from "
         f"{report['test_split']['schools']} schools.",
         "",

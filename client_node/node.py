@@ -113,7 +113,9 @@ class SchoolNode:
             raise NodeError(f"node config {path}: invalid ({str(exc).splitlines()[0]})") from None
         self.policy = load_policy(self.dir / self.config.policy)
         self.ledger = EpsilonLedger(
-            self.dir / self.config.ledger, budget=self.policy.budget, period=self.policy.period
+            self.dir / self.config.ledger,
+            budget=self.policy.training_budget,
+            period=self.policy.period,
         )
 
     @property
@@ -133,8 +135,8 @@ class SchoolNode:
             reason=reason,
             n_families=n,
             epsilon_spent=self.ledger.spent(),
-            epsilon_budget=self.policy.epsilon,
-            delta=self.policy.delta,
+            epsilon_budget=self.policy.training_budget.epsilon,
+            delta=self.policy.training_budget.delta,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -213,14 +215,14 @@ class SchoolNode:
     ) -> Plan:
         """Fix the noise multiplier once for the run's planned rounds, within the ledger."""
         history = self.ledger.history()
-        spent = epsilon_of(history, delta=self.policy.delta)
-        budget = self.policy.epsilon
+        budget, delta = self.policy.training_budget.epsilon, self.policy.training_budget.delta
+        spent = epsilon_of(history, delta=delta)
         target = budget if target_epsilon <= 0 else min(budget, spent + target_epsilon)
         sample_rate, steps_per_round = poisson_schedule(n, settings)
         sigma = calibrate_noise_multiplier(
             history=history,
             target_epsilon=target,
-            delta=self.policy.delta,
+            delta=delta,
             sample_rate=sample_rate,
             steps=steps_per_round * rounds,
         )

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from policies.errors import PolicyError
 from policies.schema import Policy
@@ -48,9 +48,27 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(Policy.model_fields))
-        return f"unknown field '{field}'; allowed fields: {allowed}"
+        allowed = ", ".join(_fields_at(tuple(err["loc"][:-1])))
+        return f"unknown field '{field}'; allowed here: {allowed}"
     if err["type"] == "missing":
         return f"field '{field}' is required"
     message = err["msg"].removeprefix("Value error, ")
     return f"field '{field}' = {err.get('input')!r}: {message}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the model found by following `loc` from Policy (for error messages)."""
+    model: type[BaseModel] = Policy
+    for part in loc:
+        if not isinstance(part, str) or part not in model.model_fields:
+            continue  # a dict key (a category name): its value is the model already reached
+        annotation = model.model_fields[part].annotation
+        nested = [a for a in (annotation, *getattr(annotation, "__args__", ())) if _is_model(a)]
+        if not nested:
+            return []
+        model = nested[-1]
+    return list(model.model_fields)
+
+
+def _is_model(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)

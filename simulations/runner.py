@@ -71,7 +71,7 @@ def _check_request(request: SimulationRequest, max_rounds: int, budget: float) -
         eps = check_epsilon(request.epsilon, where="--epsilon")
         if eps > budget:
             raise SimulationError(
-                f"--epsilon {eps:g} is not allowed; the policy's budget per school is {budget:g}"
+                f"--epsilon {eps:g} is not allowed; the policy's training budget per school is {budget:g}"
             )
     if not 0 < request.test_fraction < 1:
         raise SimulationError(f"test fraction {request.test_fraction} must be in (0, 1)")
@@ -142,7 +142,7 @@ def simulate(
     started = time.monotonic()
     policy_path = Path(request.policy) if request.policy is not None else default_policy_path()
     policy = load_policy(policy_path)
-    _check_request(request, policy.training.max_rounds_per_run, policy.epsilon)
+    _check_request(request, policy.training.max_rounds_per_run, policy.training_budget.epsilon)
 
     say(f"loading {request.dataset}")
     tables = _school_tables(request)
@@ -188,14 +188,15 @@ def simulate(
 
     say("baselines: centralized and local-only")
     central = baselines.centralized(baselines.pool([train[s] for s in eligible]), pooled_test)
-    local_epsilon = min(request.epsilon or policy.epsilon, policy.epsilon)
+    budget = policy.training_budget
+    local_epsilon = min(request.epsilon or budget.epsilon, budget.epsilon)
     local = {
         s: baselines.local_only(
             train[s],
             pooled_test,
             school_id=s,
             epsilon=local_epsilon,
-            delta=policy.delta,
+            delta=budget.delta,
             max_grad_norm=policy.training.max_grad_norm,
             rounds=request.rounds,
             settings=request.train,
@@ -219,8 +220,10 @@ def simulate(
             "policy_id": policy.policy_id,
             "version": policy.version,
             "period": policy.period,
-            "epsilon": policy.epsilon,
-            "delta": policy.delta,
+            "epsilon": policy.budget.epsilon,
+            "delta": policy.budget.delta,
+            "training_epsilon": budget.epsilon,
+            "training_delta": budget.delta,
             "min_school_size": policy.min_school_size,
         },
         "settings": {

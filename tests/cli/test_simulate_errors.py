@@ -60,7 +60,9 @@ def test_unusable_epsilon(capsys, tmp_path, value):
 def test_epsilon_above_the_policy_budget(capsys, tmp_path):
     code, err = run(capsys, "--epsilon", "5", "--out", str(tmp_path / "o"))
     assert code == 2
-    assert "--epsilon 5 is not allowed; the policy's budget per school is 3" in one_line(err)
+    assert "--epsilon 5 is not allowed; the policy's training budget per school is 3" in one_line(
+        err
+    )
 
 
 def test_rounds_beyond_the_policy(capsys, tmp_path):
