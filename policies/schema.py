@@ -92,7 +92,7 @@ class TrainingRules(_Frozen):
 class Policy(_Frozen):
     """A district policy, or a school's (stricter) version of it."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     policy_id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: int = Field(ge=1)
     title: str = Field(min_length=1)
