@@ -3,7 +3,10 @@
 Layout of a node directory (everything stays on the school's disk):
 
     node.yaml            the node's config (school id, policy file)
-    policy.yaml          the policy the node enforces
+    policy.yaml          the policy the node enforces (policy.yaml.sig: its signature)
+    officer.pub          the district privacy officer's public key (the trust anchor)
+    audit.log            the hash-chained audit log (audit.log.head: its head)
+    opt_outs.sqlite      families who opted out
     data/train.csv       family table the node trains on
     data/test.csv        family table held out for evaluation
     ledger.sqlite        the ε ledger
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.model import build_model, get_weights, set_weights
+from client_node.optout import OptOutRegistry
 from client_node.table import FamilyTable, read_table
 from client_node.training import (
     Evaluation,
@@ -35,8 +41,10 @@ from client_node.training import (
     evaluate,
     poisson_schedule,
 )
-from policies.loader import load_policy
+from policies.errors import PolicyError
+from policies.trust import load_trusted_policy
 from privacy.accountant import calibrate_noise_multiplier, epsilon_of
+from privacy.audit import AuditLog
 from privacy.errors import BudgetExceeded
 from privacy.ledger import EpsilonLedger, Plan
 
@@ -53,11 +61,30 @@ class NodeConfig(BaseModel):
     train_table: str = "data/train.csv"
     test_table: str = "data/test.csv"
     ledger: str = "ledger.sqlite"
+    trust_anchor: str = "officer.pub"
+    audit_log: str = "audit.log"
+    opt_outs: str = "opt_outs.sqlite"
 
 
 def write_node_config(node_dir: Path, config: NodeConfig) -> None:
     node_dir.mkdir(parents=True, exist_ok=True)
     (node_dir / NODE_CONFIG).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+
+def install_policy(node_dir: Path, *, policy: Path, trust_anchor: Path) -> None:
+    """Put a policy, its signature (if any) and the officer's public key into a node directory.
+
+    Nothing is checked here on purpose: the node checks when it opens, and refuses.
+    """
+    config = read_node_config(node_dir)
+    shutil.copyfile(policy, node_dir / config.policy)
+    signature = Path(policy).with_name(Path(policy).name + ".sig")
+    target = node_dir / (config.policy + ".sig")
+    if signature.is_file():
+        shutil.copyfile(signature, target)
+    else:
+        target.unlink(missing_ok=True)
+    shutil.copyfile(trust_anchor, node_dir / config.trust_anchor)
 
 
 class RoundStatus(StrEnum):
@@ -99,36 +126,73 @@ def noise_generator(seed: int | None, school_id: str, server_round: int) -> torc
     return torch.Generator().manual_seed(int.from_bytes(material, "little") >> 1)
 
 
-class SchoolNode:
-    """One school's node, opened from its directory."""
+def read_node_config(node_dir: Path) -> NodeConfig:
+    path = Path(node_dir) / NODE_CONFIG
+    if not path.is_file():
+        raise NodeError(f"node directory {node_dir}: {NODE_CONFIG} not found")
+    try:
+        return NodeConfig.model_validate(yaml.safe_load(path.read_text()))
+    except (ValidationError, yaml.YAMLError, TypeError) as exc:
+        raise NodeError(f"node config {path}: invalid ({str(exc).splitlines()[0]})") from None
 
-    def __init__(self, node_dir: Path) -> None:
+
+def node_audit_log(node_dir: Path) -> AuditLog:
+    """The node's audit log (usable even when the policy is refused)."""
+    try:
+        name = read_node_config(node_dir).audit_log
+    except NodeError:
+        name = NodeConfig.model_fields["audit_log"].default
+    return AuditLog(Path(node_dir) / name)
+
+
+class SchoolNode:
+    """One school's node, opened from its directory.
+
+    Opening a node verifies its policy (signature by the trusted officer, unchanged, in force
+    today); a node never acts under a policy that fails, and the refusal is audited.
+    """
+
+    def __init__(self, node_dir: Path, *, today: date | None = None) -> None:
         self.dir = Path(node_dir)
-        path = self.dir / NODE_CONFIG
-        if not path.is_file():
-            raise NodeError(f"node directory {self.dir}: {NODE_CONFIG} not found")
+        self.config = read_node_config(self.dir)
+        self.audit = AuditLog(self.dir / self.config.audit_log)
         try:
-            self.config = NodeConfig.model_validate(yaml.safe_load(path.read_text()))
-        except (ValidationError, yaml.YAMLError, TypeError) as exc:
-            raise NodeError(f"node config {path}: invalid ({str(exc).splitlines()[0]})") from None
-        self.policy = load_policy(self.dir / self.config.policy)
+            self.policy = load_trusted_policy(
+                self.dir / self.config.policy,
+                pubkey=self.dir / self.config.trust_anchor,
+                today=today,
+            )
+        except PolicyError as exc:
+            self.audit.append("refusal", what="policy", reason=str(exc))
+            raise
         self.ledger = EpsilonLedger(
             self.dir / self.config.ledger,
             budget=self.policy.training_budget,
             period=self.policy.period,
         )
+        self.opt_outs = OptOutRegistry(self.dir / self.config.opt_outs)
 
     @property
     def school_id(self) -> str:
         return self.config.school_id
 
     def train_table(self) -> FamilyTable:
-        return read_table(self.dir / self.config.train_table)
+        """The families to train on: opted-out families are never in it."""
+        return self.opt_outs.exclude(read_table(self.dir / self.config.train_table))
 
     def test_table(self) -> FamilyTable:
-        return read_table(self.dir / self.config.test_table)
+        return self.opt_outs.exclude(read_table(self.dir / self.config.test_table))
 
     def _outcome(self, status: RoundStatus, reason: str, n: int, **kw: object) -> RoundOutcome:
+        if status != RoundStatus.TRAINED:
+            self.audit.append(
+                "refusal",
+                what="training",
+                status=str(status),
+                reason=reason,
+                policy_id=self.policy.policy_id,
+                policy_version=self.policy.version,
+            )
         return RoundOutcome(
             school_id=self.school_id,
             status=status,
@@ -182,17 +246,14 @@ class SchoolNode:
                 model,
                 table,
                 noise_multiplier=plan.noise_multiplier,
+                sample_rate=plan.sample_rate,
                 max_grad_norm=policy.training.max_grad_norm,
                 settings=settings,
                 generator=noise_generator(seed, self.school_id, server_round),
             )
-            if (trainer.spend.sample_rate, trainer.spend.steps) != (
-                plan.sample_rate,
-                plan.steps_per_round,
-            ):
+            if trainer.spend.steps != plan.steps_per_round:
                 raise NodeError(
-                    f"school {self.school_id}: the table changed during run {run_id}"
-                    f" ({n} families now); start a new run"
+                    f"school {self.school_id}: the training settings changed during run {run_id}"
                 )
             self.ledger.charge(trainer.spend, run_id=run_id, round=server_round)
         except BudgetExceeded as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -43,7 +44,12 @@ def poisson_schedule(n_families: int, settings: TrainSettings) -> tuple[float, i
 
 
 class PrivateTrainer:
-    """One round of DP-SGD on a school's table; `spend` is known before `run()` is called."""
+    """One round of DP-SGD on a school's table; `spend` is known before `run()` is called.
+
+    Sampling is Poisson at the planned rate `sample_rate`, drawn from `generator` (Opacus'
+    DPDataLoader): the rate, not the table's current size, is what the guarantee rests on, so a
+    family opting out mid-run changes nothing in the accounting.
+    """
 
     def __init__(
         self,
@@ -51,20 +57,23 @@ class PrivateTrainer:
         table: FamilyTable,
         *,
         noise_multiplier: float,
+        sample_rate: float,
         max_grad_norm: float,
         settings: TrainSettings,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator,
     ) -> None:
         self.model = model
         self.settings = settings
         dataset = TensorDataset(torch.as_tensor(table.features), torch.as_tensor(table.labels))
-        loader = DataLoader(dataset, batch_size=settings.batch_size, generator=generator)
+        loader = DPDataLoader(dataset, sample_rate=sample_rate, generator=generator)
+        if 1 / len(loader) != sample_rate:
+            raise ValueError(f"sample rate {sample_rate} is not 1/k for a whole number k")
         optimizer = torch.optim.SGD(
             model.parameters(), lr=settings.learning_rate, momentum=settings.momentum
         )
         with warnings.catch_warnings():
             # "Secure RNG turned off": torchcsprng, which secure_mode needs, has no build for
-            # this torch; the noise comes from torch's generator (see DESIGN.md).
+            # this torch; sampling and noise come from `generator`, seeded by the caller.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             self.engine = PrivacyEngine(accountant="rdp")
             _, self.optimizer, self.loader = self.engine.make_private(
@@ -73,11 +82,10 @@ class PrivateTrainer:
                 data_loader=loader,
                 noise_multiplier=noise_multiplier,
                 max_grad_norm=max_grad_norm,
-                poisson_sampling=True,
+                poisson_sampling=False,  # the loader above already samples (with our generator)
                 wrap_model=False,
                 noise_generator=generator,
             )
-        sample_rate = self.loader.sample_rate
         self.spend = Spend(noise_multiplier, sample_rate, settings.local_epochs * len(self.loader))
 
     def run(self) -> float:

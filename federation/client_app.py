@@ -21,7 +21,7 @@ from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
 from client_node.training import TrainSettings
 from federation import keys
-from federation.egress import egress_guard
+from federation.egress import audit_egress, egress_guard
 from policies.errors import PolicyError
 from privacy.errors import PrivacyError
 
@@ -89,11 +89,21 @@ def weights_to_arrays(weights: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(np.ascontiguousarray(v)) for name, v in weights.items()})
 
 
-def _status(school_id: str, status: RoundStatus, reason: str) -> ConfigRecord:
-    return ConfigRecord({"school-id": school_id, "status": str(status), "reason": reason})
+def _status(
+    school_id: str, status: RoundStatus, reason: str, node: SchoolNode | None = None
+) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            "school-id": school_id,
+            "status": str(status),
+            "reason": reason,
+            "policy-id": node.policy.policy_id if node is not None else "",
+            "policy-version": str(node.policy.version) if node is not None else "",
+        }
+    )
 
 
-def _train_reply(outcome: RoundOutcome) -> RecordDict:
+def _train_reply(outcome: RoundOutcome, node: SchoolNode) -> RecordDict:
     metrics = MetricRecord(
         {
             keys.NUM_EXAMPLES: outcome.n_families,
@@ -109,7 +119,7 @@ def _train_reply(outcome: RoundOutcome) -> RecordDict:
     content = RecordDict(
         {
             keys.METRICS: metrics,
-            keys.STATUS: _status(outcome.school_id, outcome.status, outcome.reason),
+            keys.STATUS: _status(outcome.school_id, outcome.status, outcome.reason, node),
         }
     )
     if outcome.weights is not None:
@@ -124,8 +134,9 @@ def _failure(node_dir: Path, exc: Exception) -> RecordDict:
 def build_client_app(
     node_dir_of: NodeDirResolver = node_dir_from_config, extra_mods: Sequence[Mod] = ()
 ) -> ClientApp:
-    """The ClientApp; `extra_mods` run outside the egress guard (they see what leaves)."""
-    app = ClientApp(mods=[*extra_mods, egress_guard])
+    """The ClientApp. Every reply passes the egress guard, then is audited as it leaves;
+    `extra_mods` run outermost (they see exactly what leaves)."""
+    app = ClientApp(mods=[*extra_mods, audit_egress(node_dir_of), egress_guard])
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
@@ -144,7 +155,7 @@ def build_client_app(
             )
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
-        return Message(_train_reply(outcome), reply_to=message)
+        return Message(_train_reply(outcome, node), reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -155,7 +166,9 @@ def build_client_app(
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
         if result is None:
-            status = _status(node.school_id, RoundStatus.EXCLUDED, "below the minimum school size")
+            status = _status(
+                node.school_id, RoundStatus.EXCLUDED, "below the minimum school size", node
+            )
             return Message(RecordDict({keys.STATUS: status}), reply_to=message)
         metrics = MetricRecord(
             {
@@ -165,7 +178,7 @@ def build_client_app(
                 "auc": result.auc if math.isfinite(result.auc) else -1.0,
             }
         )
-        status = _status(node.school_id, RoundStatus.TRAINED, "")
+        status = _status(node.school_id, RoundStatus.TRAINED, "", node)
         return Message(RecordDict({keys.METRICS: metrics, keys.STATUS: status}), reply_to=message)
 
     return app

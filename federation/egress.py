@@ -9,11 +9,16 @@ stopped. Fail closed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common.serde import recorddict_to_proto
 
+from client_node.node import node_audit_log
 from federation import keys
+from privacy.crypto import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +76,42 @@ def egress_guard(message: Message, context: Context, call_next: ClientAppCallabl
         return reply
     log.error("egress guard stopped a %s reply: %s", message.metadata.message_type, reason)
     return Message(Error(code=EGRESS_BLOCKED, reason=f"egress guard: {reason}"), reply_to=message)
+
+
+def audit_egress(node_dir_of: Callable[[Context], Path]) -> Mod:
+    """Flower mod (outside the guard): every reply that leaves is appended to the audit log
+    with its type, size, SHA-256, the ε spent and the policy it was sent under."""
+
+    def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        reply = call_next(message, context)
+        audit = node_audit_log(node_dir_of(context))
+        kind = message.metadata.message_type
+        if reply.has_error():
+            audit.append("refusal", what="egress", message_type=kind, reason=reply.error.reason)
+            return reply
+        payload = recorddict_to_proto(reply.content).SerializeToString()
+        status = reply.content.get(keys.STATUS)
+        metrics = reply.content.get(keys.METRICS)
+        config = message.content.get(keys.CONFIG)
+        audit.append(
+            "egress",
+            message_type=kind,
+            run_id=str(config.get(keys.RUN_ID, "")) if isinstance(config, ConfigRecord) else "",
+            round=int(config.get("server-round", 0)) if isinstance(config, ConfigRecord) else 0,  # type: ignore[arg-type]
+            bytes=len(payload),
+            sha256=sha256_hex(payload),
+            records=sorted(reply.content.keys()),
+            status=str(status.get("status", "")) if isinstance(status, ConfigRecord) else "",
+            epsilon_spent=(
+                float(metrics["epsilon-spent"])  # type: ignore[arg-type]
+                if isinstance(metrics, MetricRecord) and "epsilon-spent" in metrics
+                else None
+            ),
+            policy_id=str(status.get("policy-id", "")) if isinstance(status, ConfigRecord) else "",
+            policy_version=(
+                str(status.get("policy-version", "")) if isinstance(status, ConfigRecord) else ""
+            ),
+        )
+        return reply
+
+    return mod

@@ -33,5 +33,5 @@ TRAIN_METRICS = frozenset(
     }
 )
 EVALUATE_METRICS = frozenset({NUM_EXAMPLES, "loss", "accuracy", "auc"})
-STATUS_KEYS = frozenset({"school-id", "status", "reason"})
+STATUS_KEYS = frozenset({"school-id", "status", "reason", "policy-id", "policy-version"})
 ALLOWED_RECORDS = frozenset({ARRAYS, METRICS, STATUS})

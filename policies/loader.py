@@ -12,11 +12,17 @@ from policies.errors import PolicyError
 from policies.schema import Policy
 
 DISTRICT_POLICY = "district.yaml"
+DISTRICT_OFFICER_KEY = "district-officer.pub"
 
 
 def default_policy_path() -> Path:
-    """The district default policy shipped in this package."""
+    """The district default policy shipped in this package (signed: district.yaml.sig)."""
     return Path(str(resources.files("policies").joinpath(DISTRICT_POLICY)))
+
+
+def default_trust_anchor() -> Path:
+    """The public key of the officer who signed the shipped district policy."""
+    return Path(str(resources.files("policies").joinpath(DISTRICT_OFFICER_KEY)))
 
 
 def load_policy(path: Path) -> Policy:
@@ -48,15 +54,17 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(_fields_at(tuple(err["loc"][:-1])))
+        allowed = ", ".join(fields_at(tuple(err["loc"][:-1])))
         return f"unknown field '{field}'; allowed here: {allowed}"
     if err["type"] == "missing":
         return f"field '{field}' is required"
     message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across several fields: the message names them
+        return message
     return f"field '{field}' = {err.get('input')!r}: {message}"
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def fields_at(loc: tuple) -> list[str]:
     """Field names of the model found by following `loc` from Policy (for error messages)."""
     model: type[BaseModel] = Policy
     for part in loc:

@@ -188,3 +188,14 @@ class EpsilonLedger:
                 (self.period, run_id),
             ).fetchall()
         return [Spend(float(s), float(q), int(n)) for s, q, n in rows]
+
+    def periods(self) -> dict[str, list[Spend]]:
+        """Every period in the ledger file with its spends (for audit reports)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT period, noise_multiplier, sample_rate, steps FROM spends ORDER BY id"
+            ).fetchall()
+        out: dict[str, list[Spend]] = {}
+        for period, s, q, n in rows:
+            out.setdefault(str(period), []).append(Spend(float(s), float(q), int(n)))
+        return out

@@ -66,6 +66,7 @@ def local_only(
             model,
             train,
             noise_multiplier=sigma,
+            sample_rate=sample_rate,
             max_grad_norm=max_grad_norm,
             settings=settings,
             generator=noise_generator(seed, f"local-only/{school_id}", r),

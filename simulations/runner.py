@@ -11,7 +11,6 @@ the same OUT continues every school's budget.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,13 +24,14 @@ import pandas as pd
 from aggregator.registry import save_model
 from aggregator.report import write_report
 from client_node.model import build_model, set_weights
-from client_node.node import NodeConfig, write_node_config
+from client_node.node import NodeConfig, install_policy, write_node_config
 from client_node.table import FamilyTable, validate, write_table
 from client_node.training import TrainSettings, evaluate
 from federation.client_app import build_client_app
 from federation.server_app import RunOutcome, RunSettings, build_server_app
 from federation.simulation import run_in_simulation
-from policies.loader import default_policy_path, load_policy
+from policies.loader import default_policy_path, default_trust_anchor
+from policies.trust import load_trusted_policy
 from privacy.budget import check_epsilon
 from simulations import baselines
 from simulations.datasets import load_dataset
@@ -50,7 +50,8 @@ class SimulationRequest:
     epsilon: float | None = None  # ε this run may spend per school; None: what remains
     seed: int = 0
     out: Path = Path("runs/latest")
-    policy: Path | None = None
+    policy: Path | None = None  # default: the shipped district policy
+    trust_anchor: Path | None = None  # the officer's public key; default: the shipped one
     data_dir: Path | None = None
     schools: tuple[str, ...] | None = None
     families_per_school: int | None = None
@@ -102,7 +103,7 @@ def _school_tables(request: SimulationRequest) -> dict[str, pd.DataFrame]:
 
 
 def _prepare_nodes(
-    tables: dict[str, pd.DataFrame], request: SimulationRequest, policy_path: Path
+    tables: dict[str, pd.DataFrame], request: SimulationRequest, policy_path: Path, trust: Path
 ) -> tuple[list[Path], dict[str, FamilyTable], dict[str, FamilyTable]]:
     """Write each school's node directory; return node dirs and the validated train/test tables."""
     nodes_root = request.out / "nodes"
@@ -116,8 +117,8 @@ def _prepare_nodes(
         test[school_id] = validate(test_frame, source=f"{school_id} held-out families")
         write_table(train_frame, node_dir / "data" / "train.csv")
         write_table(test_frame, node_dir / "data" / "test.csv")
-        shutil.copyfile(policy_path, node_dir / "policy.yaml")
         write_node_config(node_dir, NodeConfig(school_id=school_id))
+        install_policy(node_dir, policy=policy_path, trust_anchor=trust)
         node_dirs.append(node_dir)
     return node_dirs, train, test
 
@@ -141,14 +142,15 @@ def simulate(
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     policy_path = Path(request.policy) if request.policy is not None else default_policy_path()
-    policy = load_policy(policy_path)
+    trust = Path(request.trust_anchor) if request.trust_anchor else default_trust_anchor()
+    policy = load_trusted_policy(policy_path, pubkey=trust)  # every node will check it too
     _check_request(request, policy.training.max_rounds_per_run, policy.training_budget.epsilon)
 
     say(f"loading {request.dataset}")
     tables = _school_tables(request)
     out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
-    node_dirs, train, test = _prepare_nodes(tables, request, policy_path)
+    node_dirs, train, test = _prepare_nodes(tables, request, policy_path, trust)
     eligible = [s for s in train if len(train[s]) >= policy.min_school_size]
     if not eligible:
         raise SimulationError(

@@ -9,6 +9,7 @@ import pytest
 from cli.main import main
 from policies.loader import default_policy_path
 from simulations.datasets import DATA_ROOT
+from tests.conftest import current_policy_text, signed_policy
 
 
 def run(capsys, *args):
@@ -41,13 +42,26 @@ def test_table_without_a_required_column(capsys, tmp_path):
     assert "has no column FSMEMO" in one_line(err)
 
 
-def test_policy_with_an_unknown_field(capsys, tmp_path):
-    policy = tmp_path / "p.yaml"
-    policy.write_text(default_policy_path().read_text() + "epsilon_per_round: 1\n")
-    code, err = run(capsys, "--policy", str(policy), "--out", str(tmp_path / "o"))
+def test_policy_with_an_unknown_field(capsys, tmp_path, officer):
+    policy = signed_policy(tmp_path, current_policy_text() + "epsilon_per_round: 1\n", officer[0])
+    args = ("--policy", str(policy), "--pubkey", str(officer[1]), "--out", str(tmp_path / "o"))
+    code, err = run(capsys, *args)
     assert code == 2
     assert "unknown field 'epsilon_per_round'" in one_line(err)
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_an_unsigned_or_tampered_policy_starts_nothing(capsys, tmp_path, officer):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(default_policy_path().read_text())
+    code, err = run(capsys, "--policy", str(policy), "--out", str(tmp_path / "o"))
+    assert code == 2 and "policy refused" in one_line(err) and "unsigned" in one_line(err)
+    signed = signed_policy(tmp_path, current_policy_text(), officer[0])
+    signed.write_text(signed.read_text().replace("min_cohort_k: 10", "min_cohort_k: 1"))
+    args = ("--policy", str(signed), "--pubkey", str(officer[1]), "--out", str(tmp_path / "o"))
+    code, err = run(capsys, *args)
+    assert code == 2 and "changed after it was signed" in one_line(err)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "0", "inf", "lots"])

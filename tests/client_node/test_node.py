@@ -5,9 +5,8 @@ from client_node.errors import NodeError
 from client_node.model import build_model, get_weights
 from client_node.node import RoundStatus, SchoolNode
 from client_node.training import TrainSettings, poisson_schedule
-from policies.loader import default_policy_path
 from privacy.accountant import Spend, epsilon_of
-from tests.conftest import make_node
+from tests.conftest import current_policy_text, make_node
 from tests.privacy import rdp_reference
 
 SETTINGS = TrainSettings(local_epochs=1, batch_size=64)
@@ -76,8 +75,8 @@ def test_a_new_run_gets_only_what_remains(west_town):
     assert epsilon_of(again.ledger.history(), delta=7.5e-6) <= 3.0
 
 
-def test_a_school_below_the_minimum_size_is_excluded(tmp_path, nhes_tables):
-    node_dir = make_node(tmp_path, "tiny", nhes_tables["northeast-town"].head(40))
+def test_a_school_below_the_minimum_size_is_excluded(tmp_path, nhes_tables, officer):
+    node_dir = make_node(tmp_path, "tiny", nhes_tables["northeast-town"].head(40), officer=officer)
     node = SchoolNode(node_dir)
     outcome = train(node, "run-1")
     assert outcome.status == RoundStatus.EXCLUDED
@@ -97,9 +96,9 @@ def test_a_node_directory_without_config_is_an_error(tmp_path):
         SchoolNode(tmp_path)
 
 
-def test_a_node_refuses_an_invalid_policy(tmp_path, nhes_tables):
-    text = default_policy_path().read_text().replace("epsilon: 4.0", "epsilon: .nan")
-    node_dir = make_node(tmp_path, "s", nhes_tables["west-town"], policy_text=text)
+def test_a_node_refuses_an_invalid_policy(tmp_path, nhes_tables, officer):
+    text = current_policy_text().replace("epsilon: 4.0", "epsilon: .nan")
+    node_dir = make_node(tmp_path, "s", nhes_tables["west-town"], policy_text=text, officer=officer)
     with pytest.raises(Exception, match="field 'budget.epsilon'"):
         SchoolNode(node_dir)
 

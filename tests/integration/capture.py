@@ -32,7 +32,7 @@ def load(folder: Path) -> list[tuple[bytes, Message]]:
 
 
 def main() -> None:
-    """`python -m tests.integration.capture OUT CAPTURED ROUNDS SEED SCHOOLS FAMILIES`.
+    """`python -m tests.integration.capture OUT CAPTURED ROUNDS SEED SCHOOLS FAMILIES POLICY KEY`.
 
     Runs the simulation in its own process (Ray stays out of the test process) with this mod.
     """
@@ -40,13 +40,15 @@ def main() -> None:
 
     from simulations.runner import SimulationRequest, simulate
 
-    out, captured, rounds, seed, schools, families = sys.argv[1:7]
+    out, captured, rounds, seed, schools, families, policy, pubkey = sys.argv[1:9]
     request = SimulationRequest(
         rounds=int(rounds),
         seed=int(seed),
         out=Path(out),
         schools=tuple(schools.split(",")),
         families_per_school=int(families),
+        policy=Path(policy),
+        trust_anchor=Path(pubkey),
     )
     simulate(request, client_mods=[CaptureReplies(Path(captured))])
 

@@ -10,10 +10,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from flwr.common.serde import recorddict_to_proto
 
 from aggregator.registry import load_model
+from client_node.node import node_audit_log
 from client_node.table import read_table
 from federation import keys
+from privacy.crypto import sha256_hex
+from tests.conftest import current_policy_text, signed_policy
 from tests.integration import capture
 from tests.privacy import rdp_reference
 
@@ -22,10 +26,17 @@ FAMILIES = 150
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def policy(tmp_path_factory, officer):
+    """The district policy, valid today, signed by the test officer."""
+    return signed_policy(tmp_path_factory.mktemp("policy"), current_policy_text(), officer[0])
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, policy, officer):
     out = tmp_path_factory.mktemp("sim")
     captured = tmp_path_factory.mktemp("captured")
     args = [str(out), str(captured), "2", "3", ",".join(SCHOOLS), str(FAMILIES)]
+    args += [str(policy), str(officer[1])]
     run = subprocess.run(
         [sys.executable, "-m", "tests.integration.capture", *args],
         capture_output=True, text=True, timeout=300,
@@ -118,14 +129,33 @@ def ray_processes() -> set[int]:
     }
 
 
-def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
+def test_every_school_audit_log_verifies_and_records_what_left(first_run, policy):
+    out, report, messages = first_run
+    for school in SCHOOLS:
+        log = node_audit_log(out / "nodes" / school)
+        assert log.verify().ok
+        egress = [e["data"] for e in log.entries() if e["kind"] == "egress"]
+        assert [e["message_type"] for e in egress] == ["train", "evaluate"] * 2
+        assert all(
+            e["policy_id"] == "district-default" and e["policy_version"] == "1" for e in egress
+        )
+        sent = {sha256_hex(recorddict_to_proto(m.content).SerializeToString()) for _, m in messages}
+        assert {e["sha256"] for e in egress} <= sent  # the log names exactly what was sent
+        trained = [e for e in egress if e["message_type"] == "train"]
+        assert trained[-1]["epsilon_spent"] == pytest.approx(
+            next(s for s in report["schools"] if s["school_id"] == school)["epsilon_spent"]
+        )
+
+
+def test_running_again_continues_each_ledger_and_refuses_clearly(first_run, policy, officer):
     out, report, _ = first_run
-    before = ray_processes()
+    ray_before = ray_processes()
     result = subprocess.run(
         [
             sys.executable, "-m", "cli.main", "simulate", "--rounds", "2", "--seed", "3",
             "--out", str(out), "--schools", ",".join(SCHOOLS),
-            "--families-per-school", str(FAMILIES),
+            "--families-per-school", str(FAMILIES), "--policy", str(policy),
+            "--pubkey", str(officer[1]),
         ],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -136,6 +166,11 @@ def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
     for school in again["schools"]:
         assert school["status"] == "refused"
         assert "remains" in school["reason"] and "budget 3.0000" in school["reason"]
+        refusals = [
+            e for e in node_audit_log(out / "nodes" / school["school_id"]).entries()
+            if e["kind"] == "refusal"
+        ]  # fmt: skip
+        assert refusals and "remains" in refusals[-1]["data"]["reason"]
         assert school["epsilon_spent"] == pytest.approx(before[school["school_id"]])
         assert school["epsilon_spent"] <= 3.0
         assert school["steps"] == 0
@@ -146,6 +181,6 @@ def test_running_again_continues_each_ledger_and_refuses_clearly(first_run):
     assert (out / "runs" / report["run_id"] / "report.json").is_file()
     # the command stopped every Ray process it started
     deadline = time.monotonic() + 10
-    while (left := ray_processes() - before) and time.monotonic() < deadline:
+    while (left := ray_processes() - ray_before) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == set()

@@ -1,0 +1,52 @@
+"""Families who opted out: kept at the node, honoured from the next round on.
+
+An opted-out family is left out of every table the node trains, evaluates or computes
+statistics on. The registry is an SQLite table in the node directory; family ids never leave it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from client_node.table import FamilyTable
+
+
+class OptOutRegistry:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.path) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS opt_outs (family_id TEXT PRIMARY KEY, at TEXT NOT NULL)"
+            )
+
+    def opt_out(self, family_id: str) -> bool:
+        """Record an opt-out; False if the family had already opted out."""
+        with sqlite3.connect(self.path) as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO opt_outs VALUES (?, ?)",
+                (family_id, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+            return cursor.rowcount == 1
+
+    def opt_back_in(self, family_id: str) -> bool:
+        with sqlite3.connect(self.path) as db:
+            return (
+                db.execute("DELETE FROM opt_outs WHERE family_id = ?", (family_id,)).rowcount == 1
+            )
+
+    def family_ids(self) -> frozenset[str]:
+        with sqlite3.connect(self.path) as db:
+            return frozenset(row[0] for row in db.execute("SELECT family_id FROM opt_outs"))
+
+    def exclude(self, table: FamilyTable) -> FamilyTable:
+        """`table` without the families who opted out."""
+        out = self.family_ids()
+        if not out:
+            return table
+        keep = ~np.isin(table.family_ids, list(out))
+        return table.subset(np.flatnonzero(keep))
