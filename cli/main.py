@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -23,8 +24,15 @@ from cli import audit, node, policy, simulate
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with where to get help) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="schoolfed", description="Privacy-preserving federated analytics for schools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from simulations.errors import SimulationError
 
     name = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    # Piped output gets a wide console: school ids and reasons stay whole for grep.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
-        return int(args.handler(args, Console()))
+        return int(args.handler(args, console))
     except (SimulationError, PolicyError, PrivacyError, NodeError) as exc:
         # One plain line (no wrapping, no markup): operators grep and paste these.
         print(f"schoolfed {name}: {exc}", file=sys.stderr)

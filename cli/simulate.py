@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.options import epsilon, positive_int
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("starting", total=args.rounds)
 
@@ -90,6 +92,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
             verbose=args.verbose,
         )
     _print_summary(report, console)
+    if report["stopped_early"]:
+        console.print(f"[yellow]{report['stopped_early']}[/]: the remaining rounds were skipped")
+    if not report["model_saved"]:
+        console.print("[yellow]no school trained[/]: the previous model.npz (if any) is kept")
     console.print(f"report: {Path(args.out) / 'report.md'} (and report.json, auc.png, model.npz)")
     return 0
 
@@ -108,13 +114,15 @@ def _print_summary(report: dict, console: Console) -> None:
     for s in report["schools"]:
         schools.add_row(
             s["school_id"], str(s["n_families"]), s["status"], _f(s["epsilon_spent"]),
-            _f(s["epsilon_budget"]), _f(s["noise_multiplier"]), _f(s["sample_rate"], 4),
+            _f(s["epsilon_budget"]), _f(s["noise_multiplier"] or None), _f(s["sample_rate"] or None, 4),
             str(s["steps"]),
         )  # fmt: skip
     console.print(schools)
     for s in report["schools"]:
         if s["reason"]:
-            console.print(f"[yellow]{s['school_id']} {s['status']}[/]: {s['reason']}")
+            console.print(
+                f"[yellow]{s['school_id']} {s['status']}[/]: {escape(s['reason'])}", soft_wrap=True
+            )
     final = report["final"]
     result = Table(
         title=f"{report['dataset']}: held-out AUC ({report['test_split']['families']} families)"

@@ -183,6 +183,10 @@ class SchoolNode:
     def test_table(self) -> FamilyTable:
         return self.opt_outs.exclude(read_table(self.dir / self.config.test_table))
 
+    def school_size(self) -> int:
+        """Families the school holds (held-out ones included), opted-out families not counted."""
+        return len(self.train_table()) + len(self.test_table())
+
     def _outcome(self, status: RoundStatus, reason: str, n: int, **kw: object) -> RoundOutcome:
         if status != RoundStatus.TRAINED:
             self.audit.append(
@@ -223,10 +227,10 @@ class SchoolNode:
         table = self.train_table()
         n = len(table)
         policy = self.policy
-        if n < policy.min_school_size:
+        if (size := self.school_size()) < policy.min_school_size:
             return self._outcome(
                 RoundStatus.EXCLUDED,
-                f"{n} families is below the policy's minimum school size {policy.min_school_size}",
+                f"{size} families is below the policy's minimum school size {policy.min_school_size}",
                 n,
             )
         if planned_rounds > policy.training.max_rounds_per_run:
@@ -294,7 +298,7 @@ class SchoolNode:
     def evaluate(self, *, weights: dict[str, np.ndarray]) -> Evaluation | None:
         """Aggregate metrics of `weights` on the held-out table; None if the school is excluded."""
         table = self.test_table()
-        if len(self.train_table()) < self.policy.min_school_size:
+        if self.school_size() < self.policy.min_school_size:
             return None
         model = build_model(len(table.feature_names))
         set_weights(model, weights)

@@ -69,8 +69,12 @@ def validate(frame: pd.DataFrame, *, source: str) -> FamilyTable:
             f"family table {source} row {row + 2} column {names[col]}:"
             f" {_show(frame[names[col]].iloc[row])} is not allowed; features are numbers in [0, 1]"
         )
+    # C order always: the same families give the same bytes, and the same float sums.
     return FamilyTable(
-        ids.to_numpy(), values.astype(np.float32), labels.to_numpy(dtype=np.float32), names
+        ids.to_numpy(),
+        np.ascontiguousarray(values, dtype=np.float32),
+        labels.to_numpy(dtype=np.float32),
+        names,
     )
 
 

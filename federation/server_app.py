@@ -41,6 +41,7 @@ class RunOutcome:
     federated: dict[int, dict[str, float]]  # round -> aggregated federated evaluation
     central: dict[int, dict[str, float]]  # round -> centralized evaluation (simulations)
     schools: dict[str, SchoolStatus]
+    stopped: str = ""  # why rounds were skipped, if they were
 
 
 CentralEvaluation = Callable[[int, dict[str, np.ndarray]], dict[str, float]]
@@ -82,8 +83,8 @@ def build_server_app(
                 on_round(server_round, metrics)
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            if central_evaluation is None:
-                return None
+            if central_evaluation is None or (server_round > 0 and server_round not in federated):
+                return None  # nothing was trained or evaluated this round
             metrics = central_evaluation(server_round, arrays_to_weights(arrays))
             if on_round is not None and server_round > 0:
                 on_round(server_round, {**federated.get(server_round, {}), **metrics})
@@ -112,6 +113,6 @@ def build_server_app(
         }
         trained = result.arrays is not None and len(result.arrays) > 0
         weights = arrays_to_weights(result.arrays) if trained else None
-        on_done(RunOutcome(weights, federated, central, strategy.schools))
+        on_done(RunOutcome(weights, federated, central, strategy.schools, strategy.stopped))
 
     return app

@@ -57,6 +57,7 @@ class SchoolFedAvg(FedAvg):
         )
         self.schools: dict[str, SchoolStatus] = {}
         self.on_evaluate = on_evaluate
+        self.stopped = ""  # why the remaining rounds are skipped, once no school can train
 
     def _note(self, message: Message) -> bool:
         """Record a reply's school status; True if it carries a usable result."""
@@ -78,12 +79,26 @@ class SchoolFedAvg(FedAvg):
             log.info("school %s %s: %s", sid, school.status, school.reason)
         return school.status == "trained"
 
+    def configure_train(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+        return [] if self.stopped else super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+        return (
+            [] if self.stopped else super().configure_evaluate(server_round, arrays, config, grid)
+        )
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
         usable = [m for m in replies if self._note(m) and keys.ARRAYS in m.content]
         for m in usable:
             self.schools[str(m.content[keys.STATUS]["school-id"])].rounds_trained += 1
+        declined = [s for s in self.schools.values() if s.status in ("refused", "excluded")]
+        if replies and not usable and len(declined) == len(replies):
+            # Refusals hold for the rest of the run (the budget only shrinks): stop asking.
+            self.stopped = f"no school can train from round {server_round} on"
+            log.warning("%s; the remaining rounds are skipped", self.stopped)
         return super().aggregate_train(server_round, usable)
 
     def aggregate_evaluate(
@@ -97,6 +112,6 @@ class SchoolFedAvg(FedAvg):
             and m.content[keys.STATUS]["status"] == "trained"
         ]
         metrics = super().aggregate_evaluate(server_round, usable)
-        if self.on_evaluate is not None:
+        if self.on_evaluate is not None and metrics is not None:
             self.on_evaluate(server_round, _numbers(metrics))
         return metrics

@@ -149,12 +149,20 @@ def simulate(
     say(f"loading {request.dataset}")
     tables = _school_tables(request)
     out = Path(request.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SimulationError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".schoolfed-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SimulationError(f"--out {out}: cannot write there ({exc.strerror})") from None
     node_dirs, train, test = _prepare_nodes(tables, request, policy_path, trust)
-    eligible = [s for s in train if len(train[s]) >= policy.min_school_size]
+    eligible = [s for s in train if len(train[s]) + len(test[s]) >= policy.min_school_size]
     if not eligible:
         raise SimulationError(
-            f"no school has the policy's minimum of {policy.min_school_size} training families"
+            f"no school has the policy's minimum of {policy.min_school_size} families"
         )
     pooled_test = baselines.pool([test[s] for s in eligible])
     n_features = len(pooled_test.feature_names)
@@ -192,6 +200,7 @@ def simulate(
     central = baselines.centralized(baselines.pool([train[s] for s in eligible]), pooled_test)
     budget = policy.training_budget
     local_epsilon = min(request.epsilon or budget.epsilon, budget.epsilon)
+    trained = [s for s in eligible if s in outcome.schools and outcome.schools[s].rounds_trained]
     local = {
         s: baselines.local_only(
             train[s],
@@ -204,7 +213,7 @@ def simulate(
             settings=request.train,
             seed=request.seed,
         )
-        for s in eligible
+        for s in trained  # a school that could not train has no "alone, same ε" to compare
     }
     local_aucs = [a for a in local.values() if a is not None and math.isfinite(a)]
 
@@ -261,6 +270,8 @@ def simulate(
             "at_risk": int(pooled_test.labels.sum()),
             "schools": len(eligible),
         },
+        "model_saved": outcome.weights is not None,
+        "stopped_early": outcome.stopped,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     run_dir = out / "runs" / settings.run_id

@@ -80,7 +80,7 @@ def test_a_school_below_the_minimum_size_is_excluded(tmp_path, nhes_tables, offi
     node = SchoolNode(node_dir)
     outcome = train(node, "run-1")
     assert outcome.status == RoundStatus.EXCLUDED
-    assert "32 families is below the policy's minimum school size 50" in outcome.reason
+    assert "40 families is below the policy's minimum school size 50" in outcome.reason
     assert node.ledger.history() == []
     assert node.evaluate(weights=zero_weights(node)) is None
 
