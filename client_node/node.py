@@ -263,6 +263,13 @@ class SchoolNode:
         except BudgetExceeded as exc:
             return self._outcome(RoundStatus.REFUSED, str(exc), n)
         loss = trainer.run()
+        weights = get_weights(model)
+        if not all(np.isfinite(w).all() for w in weights.values()):
+            return self._outcome(
+                RoundStatus.FAILED,
+                "training diverged (non-finite weights); lower the learning rate",
+                n,
+            )
         run_spends = self.ledger.run_history(run_id)
         return self._outcome(
             RoundStatus.TRAINED,
@@ -272,7 +279,7 @@ class SchoolNode:
             sample_rate=plan.sample_rate,
             steps=sum(s.steps for s in run_spends),
             train_loss=loss,
-            weights=get_weights(model),
+            weights=weights,
         )
 
     def _make_plan(

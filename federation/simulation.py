@@ -80,7 +80,9 @@ def _ray_processes() -> set[int]:
             or b"gcs_server" in cmdline
             or (b"/ray/" in cmdline and b"python" in cmdline)
         ):
-            found.add(int(entry.name))
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(int(entry.name)) == group:
+                    found.add(int(entry.name))
     return found
 
 
