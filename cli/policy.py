@@ -37,6 +37,10 @@ def register(sub: Any) -> None:
         default=None,
         help="check validity on this day (YYYY-MM-DD)",
     )
+    verify.add_argument(
+        "--district", type=Path, default=None,
+        help="for a school override: the signed district policy it extends (default: shipped)",
+    )  # fmt: skip
     verify.set_defaults(handler=_verify)
 
     lint = actions.add_parser("lint", help="rules with severities; exit status follows the worst")
@@ -62,21 +66,10 @@ def register(sub: Any) -> None:
     diff.set_defaults(handler=_diff)
 
 
-def is_override(path: Path) -> bool:
-    """A school override names the district policy it `extends`."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False  # the loader says what is wrong with it
-    return isinstance(data, dict) and "extends" in data
-
-
 def load_any(path: Path, district: Path | None = None) -> Policy:
     """A district policy, or a school override merged into its district policy."""
     from policies.loader import default_policy_path, load_policy
-    from policies.override import load_override
+    from policies.override import is_override, load_override
 
     if is_override(path):
         return load_override(path, district=load_policy(district or default_policy_path()))
@@ -101,9 +94,11 @@ def _sign(args: argparse.Namespace, console: Console) -> int:
 
 
 def _verify(args: argparse.Namespace, console: Console) -> int:
+    from policies.loader import default_policy_path
     from policies.trust import load_trusted_policy
 
-    policy = load_trusted_policy(args.file, pubkey=args.pubkey, today=args.date)
+    district = args.district or default_policy_path()
+    policy = load_trusted_policy(args.file, pubkey=args.pubkey, today=args.date, district=district)
     console.print(
         f"ok: {args.file} is {policy.policy_id} v{policy.version}, signed by the trusted key, "
         f"unchanged, valid {policy.valid_from} to {policy.valid_until}"

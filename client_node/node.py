@@ -58,6 +58,7 @@ class NodeConfig(BaseModel):
 
     school_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     policy: str = "policy.yaml"
+    district_policy: str = "district.yaml"  # used only when `policy` is a school override
     train_table: str = "data/train.csv"
     test_table: str = "data/test.csv"
     ledger: str = "ledger.sqlite"
@@ -71,19 +72,26 @@ def write_node_config(node_dir: Path, config: NodeConfig) -> None:
     (node_dir / NODE_CONFIG).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
 
 
-def install_policy(node_dir: Path, *, policy: Path, trust_anchor: Path) -> None:
-    """Put a policy, its signature (if any) and the officer's public key into a node directory.
+def install_policy(
+    node_dir: Path, *, policy: Path, trust_anchor: Path, district: Path | None = None
+) -> None:
+    """Put a policy (and, for a school override, the district policy it extends), their
+    signatures and the officer's public key into a node directory.
 
     Nothing is checked here on purpose: the node checks when it opens, and refuses.
     """
     config = read_node_config(node_dir)
-    shutil.copyfile(policy, node_dir / config.policy)
-    signature = Path(policy).with_name(Path(policy).name + ".sig")
-    target = node_dir / (config.policy + ".sig")
-    if signature.is_file():
-        shutil.copyfile(signature, target)
-    else:
-        target.unlink(missing_ok=True)
+    pairs = [(Path(policy), config.policy)]
+    if district is not None:
+        pairs.append((Path(district), config.district_policy))
+    for source, name in pairs:
+        shutil.copyfile(source, node_dir / name)
+        signature = source.with_name(source.name + ".sig")
+        target = node_dir / (name + ".sig")
+        if signature.is_file():
+            shutil.copyfile(signature, target)
+        else:
+            target.unlink(missing_ok=True)
     shutil.copyfile(trust_anchor, node_dir / config.trust_anchor)
 
 
@@ -161,6 +169,7 @@ class SchoolNode:
                 self.dir / self.config.policy,
                 pubkey=self.dir / self.config.trust_anchor,
                 today=today,
+                district=self.dir / self.config.district_policy,
             )
         except PolicyError as exc:
             self.audit.append("refusal", what="policy", reason=str(exc))

@@ -184,3 +184,12 @@ def _explain_policy(exc: ValidationError) -> str:
     if not loc:  # a rule across fields (dates, purposes): the message names the fields
         return message
     return f"field '{field}' = {err.get('input')!r}: {message}"
+
+
+def is_override(path: Path) -> bool:
+    """A school override names the district policy it `extends` (a district policy does not)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the loader will say what is wrong with it
+    return isinstance(data, dict) and "extends" in data

@@ -1,4 +1,8 @@
-"""A policy a node may act under: signed by the trusted officer, unchanged, and in force today."""
+"""A policy a node may act under: signed by the trusted officer, unchanged, and in force today.
+
+A school may run under a school override: then both the district policy and the override must
+verify, and the override must be stricter than the district policy (policies/override.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from policies.errors import PolicyError
 from policies.loader import load_policy
+from policies.override import is_override, load_override
 from policies.schema import Policy
 from privacy.signing import SignatureError, verify_file
 
@@ -15,13 +20,28 @@ class PolicyRefused(PolicyError):
     """The node must not act under this policy: unsigned, tampered, foreign key or expired."""
 
 
-def load_trusted_policy(path: Path, *, pubkey: Path, today: date | None = None) -> Policy:
-    """Verify the signature, then the schema, then the validity dates. Fail closed."""
+def _verified(path: Path, pubkey: Path) -> None:
     try:
         verify_file(path, pubkey=pubkey)
     except SignatureError as exc:
         raise PolicyRefused(f"policy refused: {exc}") from None
-    policy = load_policy(path)
+
+
+def load_trusted_policy(
+    path: Path, *, pubkey: Path, today: date | None = None, district: Path | None = None
+) -> Policy:
+    """Verify the signature(s), then the schema, then the validity dates. Fail closed."""
+    _verified(path, pubkey)
+    if is_override(path):
+        if district is None:
+            raise PolicyRefused(
+                f"policy refused: {path} is a school override; the district policy it extends "
+                "is needed too"
+            )
+        _verified(district, pubkey)
+        policy = load_override(path, district=load_policy(district))
+    else:
+        policy = load_policy(path)
     day = today or date.today()
     if not policy.is_valid_on(day):
         raise PolicyRefused(
