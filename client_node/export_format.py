@@ -254,5 +254,65 @@ def json_schema() -> dict:
     }
 
 
+INTRO = f"""# SchoolFed school export format, version {FORMAT_VERSION}
+
+What a school node ingests with `schoolfed node ingest EXPORT_DIR --node-dir NODE_DIR`.
+Generated from `client_node/export_format.py` (the single source of truth); the same content as
+JSON Schema is `export-format.schema.json`, and `example-export/` is a small valid export.
+
+## The folder
+
+One folder per export, one CSV file per source. Every file is optional except the roster.
+
+- Encoding UTF-8 (a byte-order mark is accepted); LF or CRLF line endings; a header row.
+- Column order is free. A column not listed here is reported and ignored. An empty cell means
+  "no value"; a required column must have a value in every row.
+- Dates are `YYYY-MM-DD`, times `HH:MM`, date-times ISO 8601 (`2026-09-14T08:30` or with
+  seconds and an offset). Yes/no cells are `yes`/`no` (`true`/`false`, `1`/`0` accepted).
+- Ids are 1-64 characters of letters, digits and `_ . : -`. They are pseudonymized at the
+  node (HMAC-SHA256 under the school's own secret) before anything is stored.
+- Columns marked *identifying* (names, e-mails, phones, addresses) may be present in an export
+  (SIS exports have them); they are never stored, logged or sent anywhere.
+- A row that breaks a rule goes to the node's quarantine with its file, line, column and
+  reason (never its values); a row whose key repeats an earlier row is a duplicate.
+- A file whose category the node's policy does not allow is refused as a whole; a column the
+  policy does not allow in its category is not stored.
+
+## The roster (required)
+
+Either the project's simple `roster.csv`, or 1EdTech OneRoster 1.1/1.2 CSV: `users.csv`
+(role student, parent or guardian; `agentSourcedIds` links a student to its guardians and
+back), `orgs.csv`, `enrollments.csv` and, for 1.2, `roles.csv`. A family is a group of students
+and the guardians linked to them; its id is the smallest guardian `sourcedId` of the group.
+"""
+
+
+def markdown() -> str:
+    """The human page: the intro, then one table per file."""
+    lines = [INTRO]
+    for f in (ROSTER, ONEROSTER_USERS, *SOURCES):
+        category = f"policy category `{f.category}`" if f.category else "the roster"
+        lines += [f"## `{f.name}` ({category})", "", f.description, ""]
+        lines += [f"Key: {', '.join(f.key)}." + (
+            " Links: " + ", ".join(f"`{c}` must exist in {t}" for c, t in f.links.items()) + "."
+            if f.links else ""
+        ), ""]  # fmt: skip
+        lines += ["| column | type | required | allowed values | notes |", "|---|---|---|---|---|"]
+        for c in f.columns:
+            allowed = ", ".join(c.values) if c.values else (
+                f"{c.minimum:g} to {c.maximum:g}" if c.minimum is not None and c.maximum is not None else ""
+            )  # fmt: skip
+            notes = "; ".join(
+                filter(None, [c.description, "identifying: never stored" if c.identifying else ""])
+            )
+            lines.append(
+                f"| `{c.name}` | {c.type} | {'yes' if c.required else 'no'} | {allowed} | {notes} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(json.dumps(json_schema(), indent=2))
+    import sys
+
+    print(markdown() if "--markdown" in sys.argv else json.dumps(json_schema(), indent=2))
