@@ -1,6 +1,7 @@
 """`schoolfed`: one command, subcommands by user.
 
     simulate            district researchers: a simulated federated run on real data
+    synth               researchers: a synthetic district of school exports
     policy ...          privacy officers: keygen, sign, verify, lint, explain, diff
     audit ...           privacy officers: verify a node's audit log, report on it
     node ...            school IT: opt-outs
@@ -19,7 +20,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from cli import audit, node, policy, simulate
+from cli import audit, node, policy, simulate, synth
 
 EXIT_USAGE = 2
 
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="schoolfed", description="Privacy-preserving federated analytics for schools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (simulate, policy, audit, node):
+    for module in (simulate, synth, policy, audit, node):
         module.register(sub)
     return parser
 
