@@ -19,6 +19,13 @@ def register(sub: Any) -> None:
     opt_out.add_argument("--node-dir", type=Path, required=True)
     opt_out.add_argument("--undo", action="store_true", help="the family opts back in")
     opt_out.set_defaults(handler=_opt_out)
+    ingest = actions.add_parser(
+        "ingest",
+        help="validate, minimize, pseudonymize and store a school export (all or nothing)",
+    )
+    ingest.add_argument("export_dir", type=Path, metavar="EXPORT_DIR")
+    ingest.add_argument("--node-dir", type=Path, required=True)
+    ingest.set_defaults(handler=_ingest)
 
 
 def _opt_out(args: argparse.Namespace, console: Console) -> int:
@@ -35,4 +42,30 @@ def _opt_out(args: argparse.Namespace, console: Console) -> int:
         console.print(
             "the family is excluded from the next round on" if changed else "already opted out"
         )
+    return 0
+
+
+def _ingest(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from client_node.ingest import ingest_export
+
+    bar = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # piped output: the summary only
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(file: str, done: int, total: int) -> None:
+        if file not in tasks:
+            tasks[file] = bar.add_task(file, total=total)
+        bar.update(tasks[file], completed=done, total=total)
+
+    with bar:
+        summary = ingest_export(args.export_dir, node_dir=args.node_dir, progress=progress)
+    console.print(summary.render(), markup=False, highlight=False)
     return 0

@@ -271,8 +271,8 @@ def features_at(
         (next_window < rule.floor) & (baseline >= rule.floor)
     )
     label = label & (baseline >= rule.floor)
-    values = label.astype(float).to_numpy() if observed else np.full(len(label), np.nan)
-    table.insert(1, LABEL, values)
+    label_values = label.astype(float).to_numpy() if observed else np.full(len(label), np.nan)
+    table.insert(1, LABEL, label_values)
     warning = (last_change <= -rule.grade_drop) & (recent4.fillna(0) < before4.fillna(0))
     table["early_warning"] = warning.astype(float).to_numpy()
     # the schools' rule of thumb, kept to compare the model against: no event in 4 weeks

@@ -5,7 +5,13 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from client_node.features import LabelRule, StoreFrames, family_table, features_at, weekly_engagement
+from client_node.features import (
+    LabelRule,
+    StoreFrames,
+    family_table,
+    features_at,
+    weekly_engagement,
+)
 
 START = date(2026, 9, 7)  # a Monday
 WEEKS = 14
