@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ def register(sub: Any) -> None:
     ingest.add_argument("export_dir", type=Path, metavar="EXPORT_DIR")
     ingest.add_argument("--node-dir", type=Path, required=True)
     ingest.set_defaults(handler=_ingest)
+    retention = actions.add_parser(
+        "retention", help="delete what the policy no longer allows to keep (safe to run daily)"
+    )
+    retention.add_argument("--node-dir", type=Path, required=True)
+    retention.add_argument(
+        "--date", type=date.fromisoformat, default=None, help="act as if today were YYYY-MM-DD"
+    )
+    retention.set_defaults(handler=_retention)
 
 
 def _opt_out(args: argparse.Namespace, console: Console) -> int:
@@ -68,4 +77,14 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
     with bar:
         summary = ingest_export(args.export_dir, node_dir=args.node_dir, progress=progress)
     console.print(summary.render(), markup=False, highlight=False)
+    return 0
+
+
+def _retention(args: argparse.Namespace, console: Console) -> int:
+    from client_node.retention import apply_retention
+
+    result = apply_retention(args.node_dir, today=args.date)
+    for table, rows in result.deleted.items():
+        console.print(f"{table}: {rows} row(s) deleted ({result.cutoffs[table]})")
+    console.print(f"retention: {result.total} row(s) deleted in all; logged in the audit log")
     return 0

@@ -22,8 +22,16 @@ def register(sub: Any) -> None:
         "district built from a real dataset, and write the report into --out.",
     )
     sim.add_argument(
-        "--dataset", default="nhes-pfi-2019", help="nhes-pfi-2019 (default) or uci-student"
-    )
+        "--dataset", default="nhes-pfi-2019",
+        help="nhes-pfi-2019 (default) or uci-student (real surveys); synthetic (a district "
+        "`schoolfed synth` writes into OUT/exports); or a folder with one school export per "
+        "sub-folder, ingested into each school's node",
+    )  # fmt: skip
+    sim.add_argument(
+        "--synthetic", type=positive_int, nargs=3, default=(20, 500, 40),
+        metavar=("SCHOOLS", "FAMILIES", "WEEKS"),
+        help="size of the synthetic district (default: 20 500 40)",
+    )  # fmt: skip
     sim.add_argument("--rounds", type=positive_int, default=5, help="federated rounds (default 5)")
     sim.add_argument(
         "--epsilon", type=epsilon, default=None,
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         data_dir=args.data_dir,
         schools=tuple(s.strip() for s in args.schools.split(",")) if args.schools else None,
         families_per_school=args.families_per_school,
+        synthetic=tuple(args.synthetic),
     )
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -133,3 +142,21 @@ def _print_summary(report: dict, console: Console) -> None:
     result.add_row("centralized, non-private", _f(final["centralized"]["auc"]))
     result.add_row("each school alone, same ε (mean)", _f(final["local_only"]["auc_mean"]))
     console.print(result)
+    if "disengagement" in report:
+        d = report["disengagement"]
+        table = Table(
+            title=f"Disengagement: {d['disengaging']} of {d['families']} held-out families"
+        )
+        table.add_column("score")
+        table.add_column("AUC, observed label", justify="right")
+        has_truth = "ground_truth" in d
+        if has_truth:
+            table.add_column("AUC, generator's truth", justify="right")
+        truth = d.get("ground_truth", {})
+        for name, key in (
+            ("federated model", "model_auc"),
+            (d["rule_of_thumb"], "rule_of_thumb_auc"),
+        ):
+            row = [name, _f(d[key])] + ([_f(truth.get(key))] if has_truth else [])
+            table.add_row(*row)
+        console.print(table)

@@ -33,6 +33,7 @@ from client_node.table import FAMILY_ID, LABEL
 ACTIVE_MINUTES = 60.0  # a week with an hour on the platform counts as fully active
 LOOKBACK_WEEKS = 12  # rates use at most this much history
 CONTACT_CAP_WEEKS = 12
+MINUTES_CAP = 600.0  # minutes per week; more counts as this much
 
 
 class LabelRule(BaseModel):
@@ -213,8 +214,11 @@ def features_at(
         ]
         r = recent.groupby("family_pid")["minutes"].sum().reindex(families, fill_value=0) / 4
         b = before.groupby("family_pid")["minutes"].sum().reindex(families, fill_value=0) / 4
-        out[f"{platform}_minutes_per_week"] = np.log1p(r) / np.log1p(600)
-        out[f"{platform}_minutes_trend"] = ((np.log1p(r) - np.log1p(b)) / np.log1p(600) + 1) / 2
+        r, b = r.clip(upper=MINUTES_CAP), b.clip(upper=MINUTES_CAP)
+        out[f"{platform}_minutes_per_week"] = np.log1p(r) / np.log1p(MINUTES_CAP)
+        out[f"{platform}_minutes_trend"] = (
+            (np.log1p(r) - np.log1p(b)) / np.log1p(MINUTES_CAP) + 1
+        ) / 2
 
     # grades: last term's mean and its change from the term before (per family)
     gr = frames.grades.merge(frames.students[["student_pid", "family_pid"]], on="student_pid")

@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from client_node.errors import NodeError
 from client_node.model import build_model, get_weights, set_weights
 from client_node.optout import OptOutRegistry
-from client_node.table import FamilyTable, read_table
+from client_node.pseudonym import Pseudonymizer
+from client_node.table import FAMILY_ID, FamilyTable, read_table, write_table
 from client_node.training import (
     Evaluation,
     PrivateTrainer,
@@ -65,6 +67,23 @@ class NodeConfig(BaseModel):
     trust_anchor: str = "officer.pub"
     audit_log: str = "audit.log"
     opt_outs: str = "opt_outs.sqlite"
+
+
+def write_family_tables(
+    node_dir: Path, *, train: pd.DataFrame, test: pd.DataFrame, pseudonymize: bool = True
+) -> None:
+    """Write the node's family tables. Raw family ids (a table from outside the store, e.g. a
+    survey) are pseudonymized under the school's secret first, like an export's; tables built
+    from the store already hold pseudonyms (`pseudonymize=False`)."""
+    pseudonym = Pseudonymizer.for_node(node_dir)
+    config = read_node_config(node_dir)
+    for frame, name in ((train, config.train_table), (test, config.test_table)):
+        if pseudonymize:
+            ids = frame[FAMILY_ID].astype(str)
+            unique = ids.unique().tolist()
+            mapping = dict(zip(unique, pseudonym.many("family", unique), strict=True))
+            frame = frame.assign(**{FAMILY_ID: ids.map(mapping)})
+        write_table(frame, node_dir / name)
 
 
 def write_node_config(node_dir: Path, config: NodeConfig) -> None:
@@ -179,7 +198,10 @@ class SchoolNode:
             budget=self.policy.training_budget,
             period=self.policy.period,
         )
-        self.opt_outs = OptOutRegistry(self.dir / self.config.opt_outs)
+        self.pseudonym = Pseudonymizer.for_node(self.dir)
+        self.opt_outs = OptOutRegistry(
+            self.dir / self.config.opt_outs, pseudonymizer=self.pseudonym
+        )
 
     @property
     def school_id(self) -> str:

@@ -1,7 +1,9 @@
 """Families who opted out: kept at the node, honoured from the next round on.
 
 An opted-out family is left out of every table the node trains, evaluates or computes
-statistics on. The registry is an SQLite table in the node directory; family ids never leave it.
+statistics on. The registry is an SQLite table in the node directory holding the family's
+pseudonym (school IT types the school's own family id; it is pseudonymized at once, like every
+id the node stores), so it matches the node's tables and no raw id is written.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from client_node.pseudonym import Pseudonymizer
 from client_node.table import FamilyTable
 
 
 class OptOutRegistry:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, pseudonymizer: Pseudonymizer) -> None:
         self.path = Path(path)
+        self.pseudonym = pseudonymizer
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path) as db:
             db.execute(
@@ -40,6 +44,7 @@ class OptOutRegistry:
             )
 
     def family_ids(self) -> frozenset[str]:
+        """Pseudonyms of the families who opted out."""
         with sqlite3.connect(self.path) as db:
             return frozenset(row[0] for row in db.execute("SELECT family_id FROM opt_outs"))
 

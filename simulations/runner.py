@@ -23,9 +23,10 @@ import pandas as pd
 
 from aggregator.registry import save_model
 from aggregator.report import write_report
-from client_node.model import build_model, set_weights
-from client_node.node import NodeConfig, install_policy, write_node_config
-from client_node.table import FamilyTable, validate, write_table
+from client_node.features import LabelRule
+from client_node.model import build_model, predict_proba, set_weights
+from client_node.node import NodeConfig, install_policy, write_family_tables, write_node_config
+from client_node.table import FamilyTable, validate
 from client_node.training import TrainSettings, evaluate
 from federation.client_app import build_client_app
 from federation.server_app import RunOutcome, RunSettings, build_server_app
@@ -33,10 +34,11 @@ from federation.simulation import run_in_simulation
 from policies.loader import default_policy_path, default_trust_anchor
 from policies.trust import load_trusted_policy
 from privacy.budget import check_epsilon
-from simulations import baselines
-from simulations.datasets import load_dataset
+from simulations import baselines, exports
+from simulations.datasets import ADAPTERS, load_dataset
 from simulations.errors import SimulationError
 from simulations.split import split_families
+from simulations.synth import generate_district
 
 DEFAULT_DATASET = "nhes-pfi-2019"
 
@@ -55,6 +57,8 @@ class SimulationRequest:
     data_dir: Path | None = None
     schools: tuple[str, ...] | None = None
     families_per_school: int | None = None
+    # --dataset synthetic: the district `schoolfed synth` writes (schools, families, weeks)
+    synthetic: tuple[int, int, int] = (20, 500, 40)
     test_fraction: float = 0.2
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -83,7 +87,10 @@ def _check_request(request: SimulationRequest, max_rounds: int, budget: float) -
 
 
 def _school_tables(request: SimulationRequest) -> dict[str, pd.DataFrame]:
-    tables = load_dataset(request.dataset, data_dir=request.data_dir)
+    return _select(load_dataset(request.dataset, data_dir=request.data_dir), request)
+
+
+def _select(tables: dict[str, pd.DataFrame], request: SimulationRequest) -> dict[str, pd.DataFrame]:
     if request.schools:
         unknown = [s for s in request.schools if s not in tables]
         if unknown:
@@ -103,7 +110,12 @@ def _school_tables(request: SimulationRequest) -> dict[str, pd.DataFrame]:
 
 
 def _prepare_nodes(
-    tables: dict[str, pd.DataFrame], request: SimulationRequest, policy_path: Path, trust: Path
+    tables: dict[str, pd.DataFrame],
+    request: SimulationRequest,
+    policy_path: Path,
+    trust: Path,
+    *,
+    from_store: bool,
 ) -> tuple[list[Path], dict[str, FamilyTable], dict[str, FamilyTable]]:
     """Write each school's node directory; return node dirs and the validated train/test tables."""
     nodes_root = request.out / "nodes"
@@ -115,10 +127,11 @@ def _prepare_nodes(
         )
         train[school_id] = validate(train_frame, source=f"{school_id} training families")
         test[school_id] = validate(test_frame, source=f"{school_id} held-out families")
-        write_table(train_frame, node_dir / "data" / "train.csv")
-        write_table(test_frame, node_dir / "data" / "test.csv")
         write_node_config(node_dir, NodeConfig(school_id=school_id))
         install_policy(node_dir, policy=policy_path, trust_anchor=trust)
+        write_family_tables(
+            node_dir, train=train_frame, test=test_frame, pseudonymize=not from_store
+        )
         node_dirs.append(node_dir)
     return node_dirs, train, test
 
@@ -146,8 +159,6 @@ def simulate(
     policy = load_trusted_policy(policy_path, pubkey=trust)  # every node will check it too
     _check_request(request, policy.training.max_rounds_per_run, policy.training_budget.epsilon)
 
-    say(f"loading {request.dataset}")
-    tables = _school_tables(request)
     out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise SimulationError(f"--out {out}: exists and is not a folder")
@@ -158,7 +169,23 @@ def simulate(
         probe.unlink()
     except OSError as exc:
         raise SimulationError(f"--out {out}: cannot write there ({exc.strerror})") from None
-    node_dirs, train, test = _prepare_nodes(tables, request, policy_path, trust)
+    say(f"loading {request.dataset}")
+    district: exports.District | None = None
+    if request.dataset in ADAPTERS:
+        tables = _school_tables(request)
+    else:
+        root = _exports_root(request, out, say)
+        district = exports.ingest_district(
+            exports.school_exports(root),
+            nodes_root=out / "nodes",
+            policy=policy_path,
+            trust_anchor=trust,
+            progress=say,
+        )
+        tables = _select(district.tables, request)
+    node_dirs, train, test = _prepare_nodes(
+        tables, request, policy_path, trust, from_store=district is not None
+    )
     eligible = [s for s in train if len(train[s]) + len(test[s]) >= policy.min_school_size]
     if not eligible:
         raise SimulationError(
@@ -274,6 +301,10 @@ def simulate(
         "stopped_early": outcome.stopped,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
+    if district is not None and outcome.weights is not None:
+        report["disengagement"] = _disengagement_report(
+            district, request, out, {s: test[s] for s in eligible}, outcome.weights
+        )
     run_dir = out / "runs" / settings.run_id
     if outcome.weights is not None:
         for folder in (run_dir, out):  # the latest model in OUT, every run's in OUT/runs/
@@ -292,6 +323,65 @@ def simulate(
     write_report(report, run_dir)
     write_report(report, out)
     return report
+
+
+def _exports_root(request: SimulationRequest, out: Path, say: Progress) -> Path:
+    if request.dataset == exports.SYNTHETIC:
+        schools, families, weeks = request.synthetic
+        root = out / "exports"
+        say(
+            f"writing a synthetic district: {schools} schools × {families} families × {weeks} weeks"
+        )
+        generate_district(
+            schools=schools, families=families, weeks=weeks, seed=request.seed, out=root
+        )
+        return root
+    root = Path(request.dataset)
+    if not root.is_dir():
+        raise SimulationError(
+            f"--dataset {request.dataset!r} is neither a known dataset "
+            f"({', '.join(sorted(ADAPTERS))}, {exports.SYNTHETIC}) nor a folder of school exports"
+        )
+    return root
+
+
+def _disengagement_report(
+    district: exports.District,
+    request: SimulationRequest,
+    out: Path,
+    test: dict[str, FamilyTable],
+    weights: dict[str, np.ndarray],
+) -> dict:
+    """The model against the schools' rule of thumb, on the observed label and (synthetic
+    districts) on the generator's own record of who disengages."""
+    model = build_model(len(next(iter(test.values())).feature_names))
+    set_weights(model, weights)
+    observed, scores, rule = [], [], []
+    for school, table in test.items():
+        observed += table.labels.astype(int).tolist()
+        scores += predict_proba(model, table.features).tolist()
+        flags = district.rule_of_thumb[school]
+        rule += [float(flags.get(pid, 0.0)) for pid in table.family_ids]
+    result: dict = {
+        "label": LabelRule().model_dump(),
+        "families": len(observed),
+        "disengaging": int(sum(observed)),
+        "model_auc": exports.auc(observed, scores),
+        "rule_of_thumb_auc": exports.auc(observed, rule),
+        "rule_of_thumb": "no school event attended in the last 4 weeks",
+    }
+    truth_file = out / "exports" / exports.GROUND_TRUTH
+    if request.dataset == exports.SYNTHETIC and truth_file.is_file():
+        truth = exports.truly_disengaging(
+            truth_file, out / "nodes", district, horizon_weeks=LabelRule().horizon_weeks
+        )
+        labels = [truth[s].get(pid, 0) for s, t in test.items() for pid in t.family_ids]
+        result["ground_truth"] = {
+            "disengaging": int(sum(labels)),
+            "model_auc": exports.auc(labels, scores),
+            "rule_of_thumb_auc": exports.auc(labels, rule),
+        }
+    return result
 
 
 def _school_row(

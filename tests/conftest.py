@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client_node.node import NodeConfig, install_policy, write_node_config
-from client_node.table import write_table
+from client_node.node import NodeConfig, install_policy, write_family_tables, write_node_config
 from policies.loader import default_policy_path
 from privacy.signing import generate_keypair, sign_file
 from simulations.datasets import load_dataset
@@ -54,9 +53,8 @@ def make_node(
     valid today) signed by the test `officer`."""
     node_dir = root / school_id
     train, test = split_families(table, test_fraction=0.2, seed=0)
-    write_table(train, node_dir / "data" / "train.csv")
-    write_table(test, node_dir / "data" / "test.csv")
     write_node_config(node_dir, NodeConfig(school_id=school_id))
+    write_family_tables(node_dir, train=train, test=test)
     folder = root / f"{school_id}-policy"
     folder.mkdir(exist_ok=True)
     policy = signed_policy(folder, policy_text or current_policy_text(), officer[0])

@@ -87,7 +87,7 @@ def test_rounds_beyond_the_policy(capsys, tmp_path):
 
 def test_unknown_dataset_and_school(capsys, tmp_path):
     code, err = run(capsys, "--dataset", "nhes-2020", "--out", str(tmp_path / "o"))
-    assert code == 2 and "dataset 'nhes-2020' is not known" in one_line(err)
+    assert code == 2 and "--dataset 'nhes-2020' is neither a known dataset" in one_line(err)
     code, err = run(capsys, "--schools", "atlantis", "--out", str(tmp_path / "o"))
     assert code == 2 and "school 'atlantis' is not in nhes-pfi-2019" in one_line(err)
 

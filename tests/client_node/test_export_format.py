@@ -22,5 +22,11 @@ def test_every_stored_column_is_a_field_a_policy_can_allow():
 
 def test_identifying_columns_are_optional_and_marked():
     identifying = {c.name for c in ROSTER.columns if c.identifying}
-    assert identifying == {"student_name", "guardian_name", "guardian_email", "guardian_phone", "address"}
+    assert identifying == {
+        "student_name",
+        "guardian_name",
+        "guardian_email",
+        "guardian_phone",
+        "address",
+    }
     assert all(not c.required for c in ROSTER.columns if c.identifying)

@@ -40,8 +40,12 @@ def frames() -> StoreFrames:
                 "opened_at": day(w) + "T10:00" if opened else None, "replied_at": None,
             })  # fmt: skip
             minutes = 90 if opened else 0
-            activity.append({"family_pid": f, "date": day(w, 2), "platform": "app", "minutes": minutes})
-    students = pd.DataFrame({"student_pid": ["sA", "sB", "sC"], "family_pid": families, "grade_level": [3, 4, 5]})
+            activity.append(
+                {"family_pid": f, "date": day(w, 2), "platform": "app", "minutes": minutes}
+            )
+    students = pd.DataFrame(
+        {"student_pid": ["sA", "sB", "sC"], "family_pid": families, "grade_level": [3, 4, 5]}
+    )
     grades = pd.DataFrame(
         [{"student_pid": "sA", "term": "T1", "grade": 80}, {"student_pid": "sA", "term": "T2", "grade": 82},
          {"student_pid": "sB", "term": "T1", "grade": 85}, {"student_pid": "sB", "term": "T2", "grade": 70}]
@@ -72,7 +76,9 @@ def test_weekly_engagement_is_the_mean_of_what_the_family_could_show():
 
 def test_the_label_marks_the_family_that_drops_in_the_horizon():
     rule = LabelRule(baseline_weeks=4, horizon_weeks=4)
-    table = features_at(frames(), snapshot=START + timedelta(weeks=7), rule=rule).set_index("family_id")
+    table = features_at(frames(), snapshot=START + timedelta(weeks=7), rule=rule).set_index(
+        "family_id"
+    )
     assert table.loc["B", "at_risk"] == 1.0  # engaged before week 7, gone in weeks 8-10
     assert table.loc["A", "at_risk"] == 0.0
     assert table.loc["C", "at_risk"] == 0.0  # already away: not "drifting"
@@ -104,3 +110,13 @@ def test_the_training_table_uses_one_observed_snapshot():
     assert sorted(table["family_id"]) == ["A", "B", "C"]  # one row per family
     assert set(table["at_risk"]) <= {0, 1}
     assert "early_warning" not in table.columns and "rule_no_event_4w" not in table.columns
+
+
+def test_heavy_platform_use_stays_in_range():
+    f = frames()
+    heavy = f.platform_activity.assign(minutes=5000)
+    table = features_at(
+        StoreFrames(**{**f.__dict__, "platform_activity": heavy}),
+        snapshot=START + timedelta(weeks=10),
+    )
+    assert table["app_minutes_per_week"].max() == pytest.approx(1.0)
