@@ -29,19 +29,19 @@ class OptOutRegistry:
             )
 
     def opt_out(self, family_id: str) -> bool:
-        """Record an opt-out; False if the family had already opted out."""
+        """Record an opt-out of the school's family `family_id`; False if already recorded."""
+        pid = self.pseudonym("family", family_id)
         with sqlite3.connect(self.path) as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO opt_outs VALUES (?, ?)",
-                (family_id, datetime.now(UTC).isoformat(timespec="seconds")),
+                (pid, datetime.now(UTC).isoformat(timespec="seconds")),
             )
             return cursor.rowcount == 1
 
     def opt_back_in(self, family_id: str) -> bool:
+        pid = self.pseudonym("family", family_id)
         with sqlite3.connect(self.path) as db:
-            return (
-                db.execute("DELETE FROM opt_outs WHERE family_id = ?", (family_id,)).rowcount == 1
-            )
+            return db.execute("DELETE FROM opt_outs WHERE family_id = ?", (pid,)).rowcount == 1
 
     def family_ids(self) -> frozenset[str]:
         """Pseudonyms of the families who opted out."""

@@ -7,6 +7,7 @@ import pytest
 from cli.main import main
 from client_node.model import build_model, get_weights
 from client_node.node import SchoolNode
+from client_node.pseudonym import Pseudonymizer
 from client_node.training import TrainSettings
 from tests.conftest import make_node
 
@@ -20,7 +21,7 @@ def plant(node_dir, family_id: str, table_name: str) -> None:
     path = node_dir / "data" / table_name
     frame = pd.read_csv(path, dtype={"family_id": str})
     canary = frame.iloc[[0]].copy()
-    canary["family_id"] = family_id
+    canary["family_id"] = Pseudonymizer.for_node(node_dir)("family", family_id)  # as ingested
     canary["at_risk"] = 1
     canary[[c for c in frame.columns if c not in ("family_id", "at_risk")]] = 1.0
     pd.concat([frame, canary], ignore_index=True).to_csv(path, index=False)
@@ -78,6 +79,8 @@ def test_opting_out_is_audited_without_the_family_id(canary_nodes):
     entries = node.audit.entries()
     assert [e["kind"] for e in entries if e["kind"].startswith("opt")] == ["opt-out"] * 2
     assert "canary" not in node.audit.path.read_text()
-    assert node.opt_outs.family_ids() == {CANARY, CANARY_TEST}
+    pid = node.pseudonym
+    assert node.opt_outs.family_ids() == {pid("family", CANARY), pid("family", CANARY_TEST)}
+    assert "canary" not in (opted_out / "opt_outs.sqlite").read_bytes().decode("latin-1")
     assert main(["node", "opt-out", CANARY, "--node-dir", str(opted_out), "--undo"]) == 0
-    assert SchoolNode(opted_out).opt_outs.family_ids() == {CANARY_TEST}
+    assert SchoolNode(opted_out).opt_outs.family_ids() == {pid("family", CANARY_TEST)}
