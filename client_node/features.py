@@ -315,8 +315,11 @@ def _observed(frames: StoreFrames, start: date, week: int) -> bool:
     return bool(present) and max(present).date() >= start + timedelta(weeks=week - 1)
 
 
-def training_snapshot(frames: StoreFrames, *, rule: LabelRule | None = None) -> date:
-    """The latest Monday whose label horizon the store has fully observed."""
+def training_snapshot(
+    frames: StoreFrames, *, rule: LabelRule | None = None, week: int | None = None
+) -> date:
+    """The Monday of the training snapshot: the latest whose label horizon the store has fully
+    observed, or week `week` of the records (clamped to what the store can label)."""
     rule = rule or LabelRule()
     start = _start(frames)
     latest = max(
@@ -324,4 +327,6 @@ def training_snapshot(frames: StoreFrames, *, rule: LabelRule | None = None) -> 
         pd.to_datetime(frames.communications["sent_at"]).max(),
     ).date()
     weeks_seen = (latest - start).days // 7 + 1
-    return start + timedelta(weeks=max(rule.baseline_weeks, weeks_seen - rule.horizon_weeks))
+    last = max(rule.baseline_weeks, weeks_seen - rule.horizon_weeks)
+    chosen = last if week is None else min(max(week, rule.baseline_weeks), last)
+    return start + timedelta(weeks=chosen)

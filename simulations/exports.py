@@ -73,9 +73,11 @@ def ingest_district(
     policy: Path,
     trust_anchor: Path,
     rule: LabelRule | None = None,
+    snapshot_week: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> District:
-    """Ingest every school's export into its node and compute each school's family table."""
+    """Ingest every school's export into its node and compute each school's family table
+    (at the latest labelled snapshot, or at `snapshot_week` of the records)."""
     tables, flags, snapshots = {}, {}, {}
     for school_id, export in exports.items():
         node_dir = nodes_root / school_id
@@ -86,7 +88,7 @@ def ingest_district(
         ingest_export(export, node_dir=node_dir)
         with Store.for_node(node_dir) as store:
             frames = frames_of(store)
-        snapshots[school_id] = training_snapshot(frames, rule=rule)
+        snapshots[school_id] = training_snapshot(frames, rule=rule, week=snapshot_week)
         table = features_at(frames, snapshot=snapshots[school_id], rule=rule)
         table = table[table[LABEL].notna()].reset_index(drop=True)
         flags[school_id] = table.set_index(FAMILY_ID)["rule_no_event_4w"]

@@ -180,6 +180,11 @@ def simulate(
             nodes_root=out / "nodes",
             policy=policy_path,
             trust_anchor=trust,
+            # a synthetic year is labelled mid-way, where its families drift away; a real
+            # school's exports at their latest labelled week
+            snapshot_week=request.synthetic[2] // 2
+            if request.dataset == exports.SYNTHETIC
+            else None,
             progress=say,
         )
         tables = _select(district.tables, request)
