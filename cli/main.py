@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One plain line (no wrapping, no markup): operators grep and paste these.
         print(f"schoolfed {name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a file or folder the operator named cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"schoolfed {name}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"schoolfed {name}: interrupted", file=sys.stderr)
         return 130

@@ -38,9 +38,15 @@ def register(sub: Any) -> None:
 
 
 def _opt_out(args: argparse.Namespace, console: Console) -> int:
+    from client_node.errors import NodeError
     from client_node.node import SchoolNode
 
     node = SchoolNode(args.node_dir)  # refuses under a policy that fails verification
+    if not args.undo and not node.knows_family(args.family_id):
+        raise NodeError(
+            f"family {args.family_id!r} is not one of this school's families in {args.node_dir};"
+            " check the id against the roster the school exported"
+        )
     if args.undo:
         changed = node.opt_outs.opt_back_in(args.family_id)
         node.audit.append("opt-in", changed=changed)

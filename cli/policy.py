@@ -86,9 +86,20 @@ def _keygen(args: argparse.Namespace, console: Console) -> int:
 
 
 def _sign(args: argparse.Namespace, console: Console) -> int:
+    from policies.errors import PolicyError
+    from policies.lint import Severity, lint
     from privacy.signing import sign_file
 
-    load_any(args.file)  # never sign a file that does not load
+    errors = [f for f in lint(load_any(args.file)) if f.severity == Severity.ERROR]
+    if errors:  # never sign a file that does not load or that breaks a rule
+        raise PolicyError(
+            f"{args.file}: not signed: {errors[0].field}: {errors[0].message}"
+            + (
+                f" (and {len(errors) - 1} more; see schoolfed policy lint)"
+                if len(errors) > 1
+                else ""
+            )
+        )
     console.print(f"signed: {sign_file(args.file, key=args.key)}")
     return 0
 

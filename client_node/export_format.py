@@ -85,7 +85,7 @@ ONEROSTER_USERS = SourceFile(
     columns=(
         Column("sourcedId", "id"),
         Column("role", "enum", values=("student", "parent", "guardian", "teacher", "administrator", "aide", "relative")),
-        Column("agentSourcedIds", "text", required=False, description="comma-separated sourcedIds"),
+        Column("agentSourcedIds", "text", description="comma-separated sourcedIds linking students and guardians (may be empty in a row)"),
         Column("grades", "text", required=False),
         Column("givenName", "text", required=False, identifying=True),
         Column("familyName", "text", required=False, identifying=True),
@@ -150,7 +150,11 @@ PLATFORM_ACTIVITY = SourceFile(
         Column("family_id", "id"),
         Column("date", "date"),
         Column("platform", "enum", values=PLATFORMS),
-        Column("feature", "text"),
+        Column(
+            "feature",
+            "id",
+            description="a short code (no spaces, no @): free text could carry names or e-mails",
+        ),
         Column("sessions", "int", minimum=0, maximum=1000),
         Column("minutes", "number", minimum=0, maximum=1440),
     ),
@@ -164,8 +168,8 @@ GRADES = SourceFile(
     links={"student_id": "roster"},
     columns=(
         Column("student_id", "id"),
-        Column("term", "text", description="e.g. 2026-Q1; terms sort in time order"),
-        Column("subject", "text"),
+        Column("term", "id", description="a short code, e.g. 2026-T01; terms sort in time order"),
+        Column("subject", "id", description="a short code, e.g. math"),
         Column("grade", "number", minimum=0, maximum=100),
     ),
 )
@@ -179,7 +183,9 @@ ATTENDANCE = SourceFile(
     columns=(
         Column("student_id", "id"),
         Column("date", "date"),
-        Column("period", "text", required=False, description="empty for daily attendance"),
+        Column(
+            "period", "id", required=False, description="a short code; empty for daily attendance"
+        ),
         Column("status", "enum", values=ATTENDANCE_STATUS),
         Column("excused", "bool", required=False),
     ),

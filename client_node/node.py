@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -179,7 +180,7 @@ class SchoolNode:
     today); a node never acts under a policy that fails, and the refusal is audited.
     """
 
-    def __init__(self, node_dir: Path, *, today: date | None = None) -> None:
+    def __init__(self, node_dir: Path, *, today: date | None = None, in_force: bool = True) -> None:
         self.dir = Path(node_dir)
         self.config = read_node_config(self.dir)
         self.audit = AuditLog(self.dir / self.config.audit_log)
@@ -189,6 +190,7 @@ class SchoolNode:
                 pubkey=self.dir / self.config.trust_anchor,
                 today=today,
                 district=self.dir / self.config.district_policy,
+                in_force=in_force,
             )
         except PolicyError as exc:
             self.audit.append("refusal", what="policy", reason=str(exc))
@@ -213,6 +215,21 @@ class SchoolNode:
 
     def test_table(self) -> FamilyTable:
         return self.opt_outs.exclude(read_table(self.dir / self.config.test_table))
+
+    def knows_family(self, family_id: str) -> bool:
+        """Is `family_id` (the school's own id) one of this node's families?"""
+        pid = self.pseudonym("family", family_id)
+        store = self.dir / "store.sqlite"
+        if store.is_file():
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                found = db.execute("SELECT 1 FROM families WHERE family_pid = ?", (pid,)).fetchone()
+                if found:
+                    return True
+        for name in (self.config.train_table, self.config.test_table):
+            path = self.dir / name
+            if path.is_file() and pid in path.read_text():
+                return True
+        return False
 
     def school_size(self) -> int:
         """Families the school holds (held-out ones included), opted-out families not counted."""

@@ -53,6 +53,7 @@ class _Kind(Enum):
     OFF_LOOSER = "off"  # a boolean that protects families when true
     ADDED_LOOSER = "added"  # a list of allowed items, compared as a set; absent = empty
     CONSENT = "consent"  # "explicit" is stricter than "none"
+    CHANGED_LOOSER = "changed"  # any change, addition or removal needs the district's word
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +75,11 @@ _RULES: dict[str, _Rule] = {
     "issued_by.*": _Rule(False, _Kind.NEUTRAL, "issuer's {0}"),
     "valid_from": _Rule(True, _Kind.LOWER_LOOSER, "start of validity"),
     "valid_until": _Rule(True, _Kind.HIGHER_LOOSER, "end of validity"),
-    "period": _Rule(False, _Kind.NEUTRAL, "budget period"),
+    # the ledger counts spends per period: a new period label starts a fresh budget
+    "period": _Rule(True, _Kind.CHANGED_LOOSER, "budget period"),
     "privacy_unit": _Rule(True, _Kind.NEUTRAL, "privacy unit"),
-    "purposes.*": _Rule(False, _Kind.NEUTRAL, "description of purpose {0}"),
+    # what a purpose means is what families are told: a school may not reword or add one
+    "purposes.*": _Rule(True, _Kind.CHANGED_LOOSER, "purpose {0}"),
     "categories.*.enabled": _Rule(True, _Kind.ON_LOOSER, "category {0}"),
     "categories.*.fields": _Rule(True, _Kind.ADDED_LOOSER, "fields of {0}"),
     "categories.*.retention_days": _Rule(
@@ -215,7 +218,9 @@ def _compare(
             verb = "raised" if higher else "lowered"
         text = f"{label} {verb} from {_show(old, rule.unit)} to {_show(new, rule.unit)}"
     else:
-        direction = "neutral"
+        direction = "looser" if kind is _Kind.CHANGED_LOOSER and new is not _MISSING else "neutral"
+        if kind is _Kind.CHANGED_LOOSER and new is _MISSING:
+            direction = "stricter"  # a purpose dropped
         if old is _MISSING:
             text = f"{label} set to {_show(new, rule.unit)}"
         elif new is _MISSING:

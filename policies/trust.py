@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from policies.errors import PolicyError
+from policies.lint import Severity, lint
 from policies.loader import load_policy
 from policies.override import is_override, load_override
 from policies.schema import Policy
@@ -28,9 +29,15 @@ def _verified(path: Path, pubkey: Path) -> None:
 
 
 def load_trusted_policy(
-    path: Path, *, pubkey: Path, today: date | None = None, district: Path | None = None
+    path: Path,
+    *,
+    pubkey: Path,
+    today: date | None = None,
+    district: Path | None = None,
+    in_force: bool = True,
 ) -> Policy:
-    """Verify the signature(s), then the schema, then the validity dates. Fail closed."""
+    """Verify the signature(s), the schema, the linter's error rules and (unless `in_force` is
+    False, as for deleting data under the last policy) the validity dates. Fail closed."""
     _verified(path, pubkey)
     if is_override(path):
         if district is None:
@@ -43,7 +50,17 @@ def load_trusted_policy(
     else:
         policy = load_policy(path)
     day = today or date.today()
-    if not policy.is_valid_on(day):
+    errors = [
+        f
+        for f in lint(policy, today=day)
+        if f.severity == Severity.ERROR and f.rule != "policy-expired"
+    ]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise PolicyRefused(
+            f"policy refused: {path} breaks a rule: {errors[0].field}: {errors[0].message}{more}"
+        )
+    if in_force and not policy.is_valid_on(day):
         raise PolicyRefused(
             f"policy refused: {path} ({policy.policy_id} v{policy.version}) is valid from "
             f"{policy.valid_from} to {policy.valid_until}, not on {day}"

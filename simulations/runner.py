@@ -333,6 +333,13 @@ def simulate(
 def _exports_root(request: SimulationRequest, out: Path, say: Progress) -> Path:
     if request.dataset == exports.SYNTHETIC:
         schools, families, weeks = request.synthetic
+        rule = LabelRule()
+        needed = 2 * max(rule.baseline_weeks, rule.horizon_weeks)
+        if weeks < needed:
+            raise SimulationError(
+                f"--synthetic weeks {weeks} is too short: the label needs {rule.baseline_weeks} "
+                f"weeks before the mid-year snapshot and {rule.horizon_weeks} after; use at least {needed}"
+            )
         root = out / "exports"
         say(
             f"writing a synthetic district: {schools} schools × {families} families × {weeks} weeks"

@@ -173,3 +173,41 @@ def test_audit_verify_and_report(capsys, west_town):
 def test_audit_on_a_folder_that_is_not_a_node(capsys, tmp_path):
     code, _, err = run(capsys, "audit", "verify", "--node-dir", str(tmp_path))
     assert code == 2 and "not a node directory" in err_line(err)
+
+
+def test_a_policy_with_lint_errors_is_never_signed_verified_or_used(capsys, tmp_path, officer):
+    from client_node.node import SchoolNode
+    from policies.trust import PolicyRefused
+    from tests.conftest import make_node
+
+    text = current_policy_text().replace("epsilon: 4.0", "epsilon: 1.0e9")
+    path = tmp_path / "huge.yaml"
+    path.write_text(text)
+    code, _, err = run(capsys, "policy", "sign", str(path), "--key", str(officer[0]))
+    assert code == 2 and "not signed: budget.epsilon" in err_line(err)
+    signed = signed_policy(tmp_path, text, officer[0])  # signed anyway, by other means
+    code, _, err = run(capsys, "policy", "verify", str(signed), "--pubkey", str(officer[1]))
+    assert code == 2 and "breaks a rule: budget.epsilon" in err_line(err)
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"family_id": [f"f{i}" for i in range(60)], "at_risk": [0, 1] * 30, "x": 0.5}
+    )
+    node = make_node(tmp_path / "n", "s", table, officer=officer, policy_text=text)
+    with pytest.raises(PolicyRefused, match="breaks a rule"):
+        SchoolNode(node)
+
+
+def test_file_errors_are_one_line(capsys, tmp_path):
+    code, _, err = run(
+        capsys,
+        "policy",
+        "explain",
+        str(default_policy_path()),
+        "--out",
+        str(tmp_path / "no" / "n.html"),
+    )
+    assert code == 2 and "No such file or directory" in err_line(err)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(capsys, "policy", "keygen", "--out", str(tmp_path / "afile"))
+    assert code == 2 and err_line(err).startswith("schoolfed policy keygen:")

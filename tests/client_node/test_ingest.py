@@ -18,6 +18,7 @@ from client_node.ingest import ingest_export
 from client_node.node import NodeConfig, install_policy, node_audit_log, write_node_config
 from client_node.pseudonym import SECRET_FILE, Pseudonymizer
 from client_node.store import TABLES, Store
+from policies.trust import PolicyRefused
 from tests.conftest import current_policy_text, signed_policy
 
 N_FAMILIES = 20
@@ -353,9 +354,9 @@ def test_wearables_need_explicit_consent_even_when_enabled(tmp_path, officer):
         [[sid(1), day(0), 480, 60]],
     )
 
-    summary = ingest_export(export, node_dir=node_dir)
-
-    assert "explicit consent" in summary.refused["wearables.csv"]
+    # a node will not even open under a policy that enables wearables without consent
+    with pytest.raises(PolicyRefused, match="categories.wearables.consent"):
+        ingest_export(export, node_dir=node_dir)
 
     consented = make_ingest_node(
         tmp_path / "b", officer, text.replace("consent: none", "consent: explicit")
@@ -480,8 +481,11 @@ def test_quoted_cells_blank_lines_and_short_rows_keep_their_line_numbers(tmp_pat
 
     summary = ingest_export(export, node_dir=node)
 
-    assert summary.files["platform_activity.csv"].quarantined == 2
-    assert quarantine(node, "platform_activity.csv") == [
+    # the quoted cell spans lines 2-3; a newline is not allowed in a feature code
+    assert summary.files["platform_activity.csv"].quarantined == 3
+    entries = quarantine(node, "platform_activity.csv")
+    assert entries[0][:3] == ("platform_activity.csv", 2, "feature")
+    assert entries[1:] == [
         ("platform_activity.csv", 6, "", "the row has 4 cells; the header has 6"),
         ("platform_activity.csv", 7, "sessions", "not a whole number"),
     ]

@@ -84,3 +84,11 @@ def test_opting_out_is_audited_without_the_family_id(canary_nodes):
     assert "canary" not in (opted_out / "opt_outs.sqlite").read_bytes().decode("latin-1")
     assert main(["node", "opt-out", CANARY, "--node-dir", str(opted_out), "--undo"]) == 0
     assert SchoolNode(opted_out).opt_outs.family_ids() == {pid("family", CANARY_TEST)}
+
+
+def test_an_unknown_family_cannot_be_opted_out(canary_nodes, capsys):
+    opted_out = canary_nodes[0]
+    assert main(["node", "opt-out", "no-such-family", "--node-dir", str(opted_out)]) == 2
+    err = capsys.readouterr().err
+    assert "'no-such-family' is not one of this school's families" in err
+    assert len(SchoolNode(opted_out).opt_outs.family_ids()) == 2

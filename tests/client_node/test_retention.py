@@ -61,3 +61,11 @@ def test_the_cli_runs_retention(tmp_path, officer, capsys):
     out = capsys.readouterr().out
     assert "grades:" in out and "row(s) deleted in all" in out
     assert counts(node)["grades"] == 0
+
+
+def test_retention_still_deletes_after_the_policy_expired(tmp_path, officer):
+    node = make_ingest_node(tmp_path, officer)  # valid for about a year from now
+    ingest_export(write_export(tmp_path / "export"), node_dir=node)
+    years_later = date.today() + timedelta(days=1200)
+    result = apply_retention(node, today=years_later)
+    assert result.total > 0 and counts(node)["grades"] == 0

@@ -148,18 +148,18 @@ CASES = {
     ),
     "period": (
         ('period: "2026-2027"', 'period: "SY26"'),
-        "period", "2026-2027", "SY26", False, "neutral",
-        "budget period changed from '2026-2027' to 'SY26' (neutral)",
+        "period", "2026-2027", "SY26", True, "looser",
+        "budget period changed from '2026-2027' to 'SY26' (looser)",
     ),
     "purpose description": (
         ("  outreach: Reach each family", "  outreach: Contact each family"),
         "purposes.outreach",
         "Reach each family the way it prefers (for example video rather than newsletters).",
         "Contact each family the way it prefers (for example video rather than newsletters).",
-        False, "neutral",
-        "description of purpose outreach changed from 'Reach each family the way it prefers "
+        True, "looser",
+        "purpose outreach changed from 'Reach each family the way it prefers "
         "(for example video rather than newsletters).' to 'Contact each family the way it "
-        "prefers (for example video rather than newsletters).' (neutral)",
+        "prefers (for example video rather than newsletters).' (looser)",
     ),
     "more rounds": (
         ("max_rounds_per_run: 50", "max_rounds_per_run: 100"),
@@ -249,6 +249,7 @@ def test_privacy_relevant_looser_changes_come_first_then_stricter_then_the_rest(
 
     # Assert
     assert [(c.field, c.privacy_relevant, c.direction) for c in changes] == [
+        ("period", True, "looser"),
         ("categories.wearables.enabled", True, "looser"),
         ("categories.wearables.fields", True, "looser"),
         ("categories.wearables.purposes", True, "looser"),
@@ -259,10 +260,10 @@ def test_privacy_relevant_looser_changes_come_first_then_stricter_then_the_rest(
         ("min_cohort_k", True, "stricter"),
         ("budget.training_share", True, "neutral"),
         ("title", False, "neutral"),
-        ("period", False, "neutral"),
         ("training.max_rounds_per_run", False, "stricter"),
     ]
     assert [c.field for c in looser(changes)] == [
+        "period",
         "categories.wearables.enabled",
         "categories.wearables.fields",
         "categories.wearables.purposes",
