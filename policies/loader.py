@@ -25,25 +25,31 @@ def default_trust_anchor() -> Path:
     return Path(str(resources.files("policies").joinpath(DISTRICT_OFFICER_KEY)))
 
 
-def load_policy(path: Path) -> Policy:
-    """Load and validate `path`. Raises PolicyError naming the file, field, value and rule."""
+def read_yaml_mapping(path: Path, *, what: str) -> dict:
+    """The mapping in a YAML file; PolicyError naming `what` file, where and why otherwise."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PolicyError(f"policy file {path}: not found") from None
+        raise PolicyError(f"{what} file {path}: not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"policy file {path}: cannot be read ({exc})") from None
+        raise PolicyError(f"{what} file {path}: cannot be read ({exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"policy file {path}{where}: not valid YAML") from None
+        raise PolicyError(f"{what} file {path}{where}: not valid YAML") from None
     if not isinstance(data, dict):
         raise PolicyError(
-            f"policy file {path}: expected a mapping of fields, got {type(data).__name__}"
+            f"{what} file {path}: expected a mapping of fields, got {type(data).__name__}"
         )
+    return data
+
+
+def load_policy(path: Path) -> Policy:
+    """Load and validate `path`. Raises PolicyError naming the file, field, value and rule."""
+    data = read_yaml_mapping(path, what="policy")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

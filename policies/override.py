@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policies.diff import Change, diff, looser
 from policies.errors import PolicyError
-from policies.loader import fields_at
+from policies.loader import fields_at, read_yaml_mapping
 from policies.schema import Policy
 
 # Set at the top level of an override, never inside `changes`.
@@ -82,23 +82,7 @@ def load_override(path: Path, *, district: Policy) -> Policy:
 
 def read_override(path: Path) -> SchoolOverride:
     """Read and validate an override file, without applying it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(f"override file {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"override file {path}: cannot be read ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"override file {path}{where}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise PolicyError(
-            f"override file {path}: expected a mapping of fields, got {type(data).__name__}"
-        )
+    data = read_yaml_mapping(path, what="override")
     try:
         return SchoolOverride.model_validate(data)
     except ValidationError as exc:
