@@ -101,10 +101,8 @@ def ingest_district(
 def truly_disengaging(
     truth_file: Path, nodes_root: Path, district: District, *, horizon_weeks: int
 ) -> dict[str, dict[str, int]]:
-    """Per school, family pseudonym -> 1 if the generator made it disengage from two weeks
-    before the snapshot to the end of the label's horizon (its own record, not what the data
-    shows), else 0. The two weeks before count: those families are just drifting away, the
-    ones an early warning exists for.
+    """Per school, family pseudonym -> 1 if the generator made it disengage within the label's
+    horizon after the snapshot (its own record, not what the data shows), else 0.
 
     Only a simulation can do this: it maps the generator's raw family ids to pseudonyms with
     each school's own secret (the generator and the nodes are on one machine).
@@ -120,7 +118,7 @@ def truly_disengaging(
             pseudonym("family", raw): int(
                 bool(info.get("disengages"))
                 and info.get("disengage_week") is not None
-                and week - 2 <= int(info["disengage_week"]) < week + horizon_weeks
+                and week <= int(info["disengage_week"]) < week + horizon_weeks
             )
             for raw, info in families.items()
         }
