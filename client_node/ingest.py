@@ -177,11 +177,19 @@ class IngestSummary:
 class _FileRefused(Exception):
     """A whole file cannot be used; `column` names the header cell at fault, if any."""
 
-    def __init__(self, reason: str, *, column: str | None = None, file: str | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        column: str | None = None,
+        file: str | None = None,
+        by_policy: bool = False,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.column = column
         self.file = file
+        self.by_policy = by_policy  # the policy does not allow it: skip the file, keep the rest
 
 
 @dataclass
@@ -824,7 +832,7 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
     file = source.name
     allowed, refusal = _allowed_columns(source, ctx.policy)
     if refusal:
-        raise _FileRefused(refusal)
+        raise _FileRefused(refusal, by_policy=True)
     parsed = _parse(file, data, keep=lambda name: name in allowed)
     needed = [c.name for c in source.columns if c.name in allowed and c.required]
     ignored, identifying = _header_issues(source, parsed, needed)
@@ -1032,9 +1040,16 @@ def ingest_export(
                 f"export {export_dir}: {exc.file or roster_name}: {exc.reason}; "
                 "nothing was ingested",
             ) from None
-        summary = _store_export(
-            store, node, files, folders, export_id, roster, reasons, quarantine, progress, day
-        )
+        try:
+            summary = _store_export(
+                store, node, files, folders, export_id, roster, reasons, quarantine, progress, day
+            )
+        except _FileRefused as exc:
+            raise _refuse(
+                node,
+                f"export {export_dir}: {exc.file}: {exc.reason}; nothing was ingested (fix the "
+                "file, or leave it out, and ingest the export again)",
+            ) from None
     finally:
         store.close()
     return summary
@@ -1097,9 +1112,10 @@ def _store_export(
             try:
                 reports[source.name] = _ingest_source(ctx, source, files[source.name])
             except _FileRefused as exc:
+                if not exc.by_policy:  # a broken file: the whole export, or nothing (rollback)
+                    exc.file = source.name
+                    raise
                 refused[source.name] = exc.reason
-                if exc.column is not None:
-                    quarantine.add_one(source.name, 1, exc.column, exc.reason)
         folder = node.dir / QUARANTINE_DIR / export_id if quarantine.entries else None
         summary = IngestSummary(
             export_id,

@@ -309,20 +309,25 @@ def test_the_cli_ingests_and_prints_the_summary(tmp_path, node, capsys):
     assert counts(node) == EXPECTED
 
 
-def test_a_missing_required_column_refuses_that_file(tmp_path, node):
+def test_a_broken_file_refuses_the_whole_export_and_leaves_the_store_as_it_was(tmp_path, node):
+    before = table_hashes(node)
     export = write_export(tmp_path / "export")
     frame = pd.read_csv(export / "communications.csv", dtype=str, keep_default_na=False)
     frame.drop(columns="channel").to_csv(export / "communications.csv", index=False)
 
-    summary = ingest_export(export, node_dir=node)
+    with pytest.raises(
+        NodeError,
+        match="communications.csv: the required column 'channel' is missing; nothing was ingested",
+    ):
+        ingest_export(export, node_dir=node)
 
-    assert summary.refused == {"communications.csv": "the required column 'channel' is missing"}
-    assert "communications.csv" not in summary.files
-    assert counts(node)["communications"] == 0
-    assert counts(node)["platform_activity"] == 60
-    assert quarantine(node, "communications.csv") == [
-        ("communications.csv", 1, "channel", "the required column 'channel' is missing")
-    ]
+    assert table_hashes(node) == before  # all or nothing: the good files are not stored either
+    assert counts(node)["platform_activity"] == 0
+    export = write_export(tmp_path / "export2")
+    (export / "grades.csv").write_bytes(b"\x00\xff\xfe binary")  # another broken file
+    with pytest.raises(NodeError, match="grades.csv"):
+        ingest_export(export, node_dir=node)
+    assert table_hashes(node) == before
 
 
 def test_wearables_are_refused_under_the_district_policy(tmp_path, node):
