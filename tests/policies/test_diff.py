@@ -4,29 +4,12 @@ from datetime import date
 import pytest
 
 from policies.diff import Change, diff, is_classified, looser, render_diff
-from policies.loader import default_policy_path, load_policy
 from policies.schema import Policy
+from tests.policies.conftest import policy_from
 
-GOOD = default_policy_path().read_text()
 COMMS_FIELDS = "fields: [family_id, channel, content_type, direction, sent_at, opened_at, clicked_at, replied_at]"
 COMMS_RETENTION = "    retention_days: 365\n    purposes: [early_warning, outreach, research]"
 GRADES_PURPOSES = "fields: [student_id, family_id, term, subject, grade]\n    retention_days: 730\n    purposes: [early_warning, research]"
-
-
-@pytest.fixture(scope="module")
-def district():
-    return load_policy(default_policy_path())
-
-
-def policy_from(tmp_path, *replacements):
-    """The shipped district policy with each (old, new) text replaced, loaded from a tmp file."""
-    text = GOOD
-    for old, new in replacements:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "policy.yaml"
-    path.write_text(text)
-    return load_policy(path)
 
 
 def test_no_changes(district):

@@ -5,8 +5,8 @@ import pytest
 
 from policies.lint import Finding, Severity, exit_status, lint, worst
 from policies.loader import default_policy_path, load_policy
+from tests.policies.conftest import policy_from
 
-GOOD = default_policy_path().read_text()
 TODAY = date(2026, 9, 1)  # inside the shipped policy's validity (2026-08-01 .. 2027-07-31)
 
 WEARABLES_OFF = "  wearables:\n    enabled: false\n    retention_days: 90\n    consent: explicit\n"
@@ -18,17 +18,6 @@ GRADES_PURPOSES = (
 EVENTS_RETENTION = (
     "    retention_days: 730\n    purposes: [early_warning, research]\n  communications:"
 )
-
-
-def policy_from(tmp_path, *replacements):
-    """The shipped district policy with each (old, new) text replaced, loaded from a tmp file."""
-    text = GOOD
-    for old, new in replacements:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path / "policy.yaml"
-    path.write_text(text)
-    return load_policy(path)
 
 
 def by_rule(findings, rule):

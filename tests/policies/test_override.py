@@ -15,15 +15,10 @@ from policies.override import (
     load_override,
     read_override,
 )
+from tests.policies.conftest import GOOD
 
 SCHOOLS = default_policy_path().parent / "schools"
-GOOD = default_policy_path().read_text()
 EXTENDS = "extends: {policy_id: district-default, version: 1}\n"
-
-
-@pytest.fixture(scope="module")
-def district():
-    return load_policy(default_policy_path())
 
 
 def write_override(tmp_path, changes, *, head=EXTENDS + "policy_id: test-school\nversion: 1\n"):
