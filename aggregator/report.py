@@ -36,7 +36,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
+    """A figure for people: fixed digits, and "–" for a missing or undefined one."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
@@ -102,9 +103,9 @@ def markdown(report: dict) -> str:
         "",
         "| model | AUC | accuracy |",
         "|---|---|---|",
-        f"| federated, DP | {_fmt(final['federated']['auc'])} | {_fmt(final['federated']['accuracy'])} |",
-        f"| centralized, non-private | {_fmt(final['centralized']['auc'])} | {_fmt(final['centralized'].get('accuracy'))} |",
-        f"| each school alone, same ε (mean) | {_fmt(final['local_only']['auc_mean'])} | – |",
+        f"| federated, DP | {fmt(final['federated']['auc'])} | {fmt(final['federated']['accuracy'])} |",
+        f"| centralized, non-private | {fmt(final['centralized']['auc'])} | {fmt(final['centralized'].get('accuracy'))} |",
+        f"| each school alone, same ε (mean) | {fmt(final['local_only']['auc_mean'])} | – |",
         "",
         f"![AUC per round]({PLOT})",
         "",
@@ -115,8 +116,8 @@ def markdown(report: dict) -> str:
     ]
     for r in report["rounds"]:
         lines.append(
-            f"| {r['round']} | {_fmt(r.get('pooled_auc'))} | {_fmt(r['auc'])} | "
-            f"{_fmt(r['accuracy'])} | {_fmt(r['loss'])} |"
+            f"| {r['round']} | {fmt(r.get('pooled_auc'))} | {fmt(r['auc'])} | "
+            f"{fmt(r['accuracy'])} | {fmt(r['loss'])} |"
         )
     lines += [
         "",
@@ -127,9 +128,9 @@ def markdown(report: dict) -> str:
     ]
     for s in report["schools"]:
         lines.append(
-            f"| {s['school_id']} | {s['n_families']} | {s['status']} | {_fmt(s['epsilon_spent'])} | "
-            f"{_fmt(s['epsilon_budget'])} | {_fmt(s['delta'], 6)} | {_fmt(s['noise_multiplier'])} | "
-            f"{_fmt(s['sample_rate'], 4)} | {s['steps']} |"
+            f"| {s['school_id']} | {s['n_families']} | {s['status']} | {fmt(s['epsilon_spent'])} | "
+            f"{fmt(s['epsilon_budget'])} | {fmt(s['delta'], 6)} | {fmt(s['noise_multiplier'])} | "
+            f"{fmt(s['sample_rate'], 4)} | {s['steps']} |"
         )
     reasons = [s for s in report["schools"] if s["reason"]]
     if reasons:

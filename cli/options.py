@@ -16,11 +16,23 @@ def epsilon(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, *, minimum: int, what: str = "it") -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; it must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; {what} must be {minimum} or more"
+            if minimum != 1
+            else f"{text!r} is not allowed; {what} must be at least 1"
+        )
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, minimum=1)
+
+
+def seed(text: str) -> int:
+    return whole_number(text, minimum=0, what="the seed")

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from aggregator.report import fmt
 from cli.options import epsilon, positive_int
 
 
@@ -109,12 +110,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _f(value: object, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def _print_summary(report: dict, console: Console) -> None:
     schools = Table(title="Schools")
     schools.add_column("school", no_wrap=True)
@@ -122,8 +117,8 @@ def _print_summary(report: dict, console: Console) -> None:
         schools.add_column(col, justify="left" if col == "status" else "right")
     for s in report["schools"]:
         schools.add_row(
-            s["school_id"], str(s["n_families"]), s["status"], _f(s["epsilon_spent"]),
-            _f(s["epsilon_budget"]), _f(s["noise_multiplier"] or None), _f(s["sample_rate"] or None, 4),
+            s["school_id"], str(s["n_families"]), s["status"], fmt(s["epsilon_spent"]),
+            fmt(s["epsilon_budget"]), fmt(s["noise_multiplier"] or None), fmt(s["sample_rate"] or None, 4),
             str(s["steps"]),
         )  # fmt: skip
     console.print(schools)
@@ -138,9 +133,9 @@ def _print_summary(report: dict, console: Console) -> None:
     )
     result.add_column("model")
     result.add_column("AUC", justify="right")
-    result.add_row("federated, DP", _f(final["federated"]["auc"]))
-    result.add_row("centralized, non-private", _f(final["centralized"]["auc"]))
-    result.add_row("each school alone, same ε (mean)", _f(final["local_only"]["auc_mean"]))
+    result.add_row("federated, DP", fmt(final["federated"]["auc"]))
+    result.add_row("centralized, non-private", fmt(final["centralized"]["auc"]))
+    result.add_row("each school alone, same ε (mean)", fmt(final["local_only"]["auc_mean"]))
     console.print(result)
     if "disengagement" in report:
         d = report["disengagement"]
@@ -157,6 +152,6 @@ def _print_summary(report: dict, console: Console) -> None:
             ("federated model", "model_auc"),
             (d["rule_of_thumb"], "rule_of_thumb_auc"),
         ):
-            row = [name, _f(d[key])] + ([_f(truth.get(key))] if has_truth else [])
+            row = [name, fmt(d[key])] + ([fmt(truth.get(key))] if has_truth else [])
             table.add_row(*row)
         console.print(table)

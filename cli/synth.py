@@ -10,17 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.options import positive_int
-
-
-def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; the seed must be 0 or more")
-    return value
+from cli.options import positive_int, seed
 
 
 def register(sub: Any) -> None:

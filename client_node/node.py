@@ -231,10 +231,6 @@ class SchoolNode:
                 return True
         return False
 
-    def school_size(self) -> int:
-        """Families the school holds (held-out ones included), opted-out families not counted."""
-        return len(self.train_table()) + len(self.test_table())
-
     def _outcome(self, status: RoundStatus, reason: str, n: int, **kw: object) -> RoundOutcome:
         if status != RoundStatus.TRAINED:
             self.audit.append(
@@ -275,7 +271,8 @@ class SchoolNode:
         table = self.train_table()
         n = len(table)
         policy = self.policy
-        if (size := self.school_size()) < policy.min_school_size:
+        # families the school holds (held-out ones included), opted-out families not counted
+        if (size := n + len(self.test_table())) < policy.min_school_size:
             return self._outcome(
                 RoundStatus.EXCLUDED,
                 f"{size} families is below the policy's minimum school size {policy.min_school_size}",
@@ -353,7 +350,7 @@ class SchoolNode:
     def evaluate(self, *, weights: dict[str, np.ndarray]) -> Evaluation | None:
         """Aggregate metrics of `weights` on the held-out table; None if the school is excluded."""
         table = self.test_table()
-        if self.school_size() < self.policy.min_school_size:
+        if len(table) + len(self.train_table()) < self.policy.min_school_size:
             return None
         model = build_model(len(table.feature_names))
         set_weights(model, weights)
