@@ -142,7 +142,9 @@ def load_query(path: Path) -> Query:
     try:
         return Query.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelled key explains the "missing" one next to it: name it first
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" = {value!r}"

@@ -131,6 +131,7 @@ def run_query(
     node_dirs: list[Path],
     seed: int | None = None,
     say: Progress = lambda _: None,
+    on_costs: Callable[[list[Cost]], None] = lambda _: None,
     verbose: bool = False,
 ) -> tuple[AnalyticsResult, list[Cost]]:
     """Check the budget, send the query through Flower's simulation engine, combine."""
@@ -138,6 +139,7 @@ def run_query(
     wire = query.request(seed=seed, query_id=query_id)
     request = AnalyticsRequest.model_validate(wire)
     found = costs(node_dirs, request)
+    on_costs(found)
     check_costs(found)
     say(f"query {query_id}: ε {found[0].epsilon_query:.3f} per school, {len(node_dirs)} schools")
     received: dict[str, object] = {}
@@ -168,12 +170,16 @@ def run_and_report(
     out: Path,
     seed: int | None = None,
     say: Progress = lambda _: None,
+    on_costs: Callable[[list[Cost]], None] = lambda _: None,
     verbose: bool = False,
 ) -> AnalyticsResult:
     """The whole command: nodes, budget check, Flower, report files in `out`."""
     tables = school_tables(dataset, seed=seed or 0)
+    say(f"{len(tables)} schools of {dataset}: node directories in {out / 'nodes'}")
     node_dirs = prepare_nodes(out, tables, seed=seed or 0)
-    result, _ = run_query(query, node_dirs=node_dirs, seed=seed, say=say, verbose=verbose)
+    result, _ = run_query(
+        query, node_dirs=node_dirs, seed=seed, say=say, on_costs=on_costs, verbose=verbose
+    )
     write_analytics_report(result, out)
     return result
 
