@@ -238,7 +238,11 @@ class _Cell:
 
     @property
     def usable(self) -> bool:
-        return self.n1 > 0 and self.n - self.n1 > 0
+        """Both groups clearly above their noise: a ratio whose denominator the noise could
+        bring near zero has no useful first-order variance (3 noise sd, as in the reference
+        computed without noise, which keeps every released cell)."""
+        floor = max(1.0, 3 * math.sqrt(self.var))
+        return self.n1 > floor and self.n - self.n1 > floor
 
     def rates(self) -> tuple[float, float]:
         return _rate(self.s1, self.n1), _rate(self.s - self.s1, self.n - self.n1)
@@ -371,7 +375,7 @@ def _effects(query: Query, answers: Sequence[SchoolAnswer], result: AnalyticsRes
             entry["adjusted"] = _estimate(adj, nvar + weight_var, svar, z).as_dict()
         result.effects.append(entry)
         for sid, cell in sorted(school_cells.items()):
-            if cell.usable and cell.n1 >= 1 and cell.n - cell.n1 >= 1:
+            if cell.usable:
                 d, nv, sv = cell.difference()
                 result.per_school.setdefault(kind, {})[sid] = _estimate(d, nv, sv, z).as_dict()
     result.effects.sort(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 from pydantic import ValidationError
 
@@ -35,6 +36,7 @@ from policies.errors import PolicyError
 from privacy.errors import PrivacyError
 
 MESSAGE_TYPE = f"query.{keys.ANALYTICS_ACTION}"
+__all__ = ["MESSAGE_TYPE", "Mod", "analytics_reply", "build_analytics_server_app"]
 
 
 def request_from(message: Message) -> AnalyticsRequest:

@@ -13,7 +13,7 @@ analytics.html and the charts.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from client_node.node import (
     write_family_tables,
     write_node_config,
 )
-from federation.analytics_app import build_analytics_server_app
+from federation.analytics_app import Mod, build_analytics_server_app
 from federation.client_app import build_client_app
 from federation.simulation import run_in_simulation
 from policies.loader import default_policy_path, default_trust_anchor
@@ -133,6 +133,7 @@ def run_query(
     say: Progress = lambda _: None,
     on_costs: Callable[[list[Cost]], None] = lambda _: None,
     verbose: bool = False,
+    extra_mods: Sequence[Mod] = (),
 ) -> tuple[AnalyticsResult, list[Cost]]:
     """Check the budget, send the query through Flower's simulation engine, combine."""
     query_id = f"{query.query_id}-{uuid.uuid4().hex[:8]}"
@@ -151,7 +152,8 @@ def run_query(
     run_in_simulation(
         server_app=build_analytics_server_app(wire, num_schools=len(dirs), on_done=done),
         client_app=build_client_app(
-            node_dir_of=lambda context: Path(dirs[int(context.node_config["partition-id"])])
+            node_dir_of=lambda context: Path(dirs[int(context.node_config["partition-id"])]),
+            extra_mods=extra_mods,
         ),
         num_nodes=len(dirs),
         verbose=verbose,
@@ -221,3 +223,66 @@ def exact_result(query: Query, exact: dict[str, dict[str, float]]) -> AnalyticsR
     """The same estimates without noise, on the pooled (released, k-suppressed) cells."""
     return combine(query, [SchoolAnswer(s, "answered", "", v) for s, v in exact.items()])
 
+
+
+@dataclass(frozen=True)
+class CoverageStudy:
+    """Seeded repetitions of a query against its noise-free (or true) values."""
+
+    repetitions: int
+    coverage: dict[str, dict[str, float]]  # type -> {"adjusted": share, "raw": share}
+    all_adjusted_covered: float  # share of repetitions where every adjusted interval covers
+    top3_order: float  # share of repetitions whose top three (in order) match the reference
+    top3_set: float  # share whose top three types (any order) match
+    reference_ranking: list[str]
+    median_noise_sd: dict[str, float]  # type -> median DP noise sd of the adjusted estimate
+
+
+def coverage_study(
+    query: Query,
+    tables: dict[str, pd.DataFrame],
+    *,
+    repetitions: int,
+    k: int,
+    delta: float,
+    truth: dict[str, float] | None = None,
+) -> CoverageStudy:
+    """How often each interval covers the noise-free pooled estimate (or `truth`, adjusted
+    effects only), and how often the top three match the noise-free ranking."""
+    request = AnalyticsRequest.model_validate(query.request(seed=0))
+    exact = exact_answers(tables, request, k=k)
+    reference = exact_result(query, exact)
+    ref = {e["type"]: e for e in reference.effects if e["adjusted"] is not None}
+    target = {
+        t: {"adjusted": truth[t] if truth else e["adjusted"]["value"], "raw": e["raw"]["value"]}
+        for t, e in ref.items()
+    }
+    hits: dict[str, dict[str, int]] = {t: {"adjusted": 0, "raw": 0} for t in ref}
+    noise: dict[str, list[float]] = {t: [] for t in ref}
+    all_in = order = same = 0
+    top = reference.ranking()[:3]
+    for rep in range(repetitions):
+        result = combine(query, noisy_answers(exact, request, delta=delta, seed=rep))
+        covered_all = True
+        for e in result.effects:
+            if e["type"] not in ref or e["adjusted"] is None:
+                continue
+            for kind in ("adjusted", "raw"):
+                est = e[kind]
+                inside = est is not None and est["low"] <= target[e["type"]][kind] <= est["high"]
+                hits[e["type"]][kind] += int(inside)
+                if kind == "adjusted" and not inside:
+                    covered_all = False
+            noise[e["type"]].append(e["adjusted"]["noise_sd"])
+        all_in += covered_all
+        order += result.ranking()[:3] == top
+        same += set(result.ranking()[:3]) == set(top)
+    return CoverageStudy(
+        repetitions,
+        {t: {kind: n / repetitions for kind, n in h.items()} for t, h in hits.items()},
+        all_in / repetitions,
+        order / repetitions,
+        same / repetitions,
+        reference.ranking(),
+        {t: float(np.median(v)) if v else float("nan") for t, v in noise.items()},
+    )
