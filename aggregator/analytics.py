@@ -68,10 +68,11 @@ class Effects(_Frozen):
 
     @model_validator(mode="after")
     def _distinct(self) -> Effects:
-        for name, values in (
+        lists: tuple[tuple[str, list[str]], ...] = (
             ("involvement", list(self.involvement)),
             ("adjust_for", [c.variable for c in self.adjust_for]),
-        ):
+        )
+        for name, values in lists:
             twice = sorted({v for v in values if values.count(v) > 1})
             if twice:
                 raise ValueError(f"{name}: {twice[0]!r} is listed twice")
@@ -93,7 +94,9 @@ class Query(_Frozen):
 
     query_id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     title: str = Field(min_length=1)
-    epsilon: float = Field(gt=0, le=10, allow_inf_nan=False, description="ε per school, whole query")
+    epsilon: float = Field(
+        gt=0, le=10, allow_inf_nan=False, description="ε per school, whole query"
+    )
     outcome: Outcome = "at_risk"
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     effects: Effects | None = None
@@ -136,9 +139,13 @@ def load_query(path: Path) -> Query:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise QueryError(f"query file {path}: not readable YAML ({str(exc).splitlines()[0]})")
+        raise QueryError(
+            f"query file {path}: not readable YAML ({str(exc).splitlines()[0]})"
+        ) from None
     if not isinstance(data, dict):
-        raise QueryError(f"query file {path}: expected a mapping of fields, got {type(data).__name__}")
+        raise QueryError(
+            f"query file {path}: expected a mapping of fields, got {type(data).__name__}"
+        )
     try:
         return Query.model_validate(data)
     except ValidationError as exc:
@@ -264,7 +271,9 @@ def _rate(s: float, n: float) -> float:
 
 def _estimate(value: float, noise_var: float, sampling_var: float, z: float) -> Estimate:
     sd = math.sqrt(max(noise_var, 0.0) + max(sampling_var, 0.0))
-    return Estimate(value, value - z * sd, value + z * sd, math.sqrt(noise_var), math.sqrt(sampling_var))
+    return Estimate(
+        value, value - z * sd, value + z * sd, math.sqrt(noise_var), math.sqrt(sampling_var)
+    )
 
 
 def _cells(
@@ -278,7 +287,7 @@ def _cells(
         keys = (f"{h}/n", f"{h}/s", f"{h}/{kind}/n1", f"{h}/{kind}/s1")
         if not all(k in v for k in keys):
             continue
-        cell = _Cell(*(v[k] for k in keys), ans.noise_std**2)
+        cell = _Cell(v[keys[0]], v[keys[1]], v[keys[2]], v[keys[3]], ans.noise_std**2)
         by_school[ans.school_id] = cell
         pooled = cell if pooled is None else pooled + cell
     return pooled, by_school
@@ -318,7 +327,9 @@ def combine(query: Query, answers: Sequence[SchoolAnswer]) -> AnalyticsResult:
     return result
 
 
-def _effects(query: Query, answers: Sequence[SchoolAnswer], result: AnalyticsResult, z: float) -> None:
+def _effects(
+    query: Query, answers: Sequence[SchoolAnswer], result: AnalyticsResult, z: float
+) -> None:
     assert query.effects is not None
     keys = [("".join(map(str, s)), s) for s in query.strata]
     segments: list[dict[str, Any]] = []
@@ -346,7 +357,7 @@ def _effects(query: Query, answers: Sequence[SchoolAnswer], result: AnalyticsRes
             n_all = sum(c.n for c, _, _ in per_stratum)
             adj, nvar, svar, weight_var = 0.0, 0.0, 0.0, 0.0
             diffs = []
-            for cell, key, stratum in per_stratum:
+            for cell, _key, stratum in per_stratum:
                 w = cell.n / n_all
                 d, nv, sv = cell.difference()
                 diffs.append((d, cell))

@@ -154,7 +154,9 @@ def to_html(text: str, title: str) -> str:
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
     flush()
-    style = "body{font-family:sans-serif;max-width:60em}td,th{border:1px solid #ccc;padding:2px 6px}"
+    style = (
+        "body{font-family:sans-serif;max-width:60em}td,th{border:1px solid #ccc;padding:2px 6px}"
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"

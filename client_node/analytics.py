@@ -100,7 +100,11 @@ CONTEXT: dict[str, tuple[str, str]] = {
     "grade_level": ("ALLGRADEX", "child's grade (K-12 scaled)"),
 }
 # grade_band from ALLGRADEX (2..15 scaled to [0, 1]): K-5th, 6th-8th, 9th-12th.
-GRADE_BANDS = (("elementary", 0.0, 6.5 / 13), ("middle", 6.5 / 13, 9.5 / 13), ("high", 9.5 / 13, 1.01))
+GRADE_BANDS = (
+    ("elementary", 0.0, 6.5 / 13),
+    ("middle", 6.5 / 13, 9.5 / 13),
+    ("high", 9.5 / 13, 1.01),
+)
 
 STAT_PREFIX = "a/"  # every released statistic's key starts with this
 META_KEYS = frozenset(
@@ -281,11 +285,11 @@ def exact_statistics(
                 counts = np.bincount(
                     np.minimum((x * d.bins).astype(int), d.bins - 1), minlength=d.bins
                 )
-                for b, c in enumerate(counts):
-                    if c < k:
+                for bin_index, count in enumerate(counts.tolist()):
+                    if count < k:
                         suppressed += 1
                         continue
-                    values[f"{cell}/{v}/bin{b}"] = float(c)
+                    values[f"{cell}/{v}/bin{bin_index}"] = float(count)
     return ExactStatistics(values, suppressed, tuple(sorted(set(unavailable))))
 
 

@@ -161,7 +161,9 @@ def build_analytics_server_app(
             )
             for node_id in nodes
         ]
-        replies = list(grid.send_and_receive(messages, timeout=max(1.0, deadline - time.monotonic())))
+        replies = list(
+            grid.send_and_receive(messages, timeout=max(1.0, deadline - time.monotonic()))
+        )
         answers = [a for a in (answer_from(r) for r in replies) if a is not None]
         on_done(answers, len(nodes) - len(answers))
 

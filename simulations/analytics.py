@@ -108,7 +108,14 @@ def costs(node_dirs: list[Path], request: AnalyticsRequest) -> list[Cost]:
         mech = mechanism_for(request, delta=budget.delta)
         spent, after = node.analytics_ledger.after(mech.spend)
         out.append(
-            Cost(node.school_id, mech.epsilon(delta=budget.delta), spent, after, budget.epsilon, budget.delta)
+            Cost(
+                node.school_id,
+                mech.epsilon(delta=budget.delta),
+                spent,
+                after,
+                budget.epsilon,
+                budget.delta,
+            )
         )
     return out
 
@@ -193,9 +200,7 @@ def exact_answers(
     tables: dict[str, pd.DataFrame], request: AnalyticsRequest, *, k: int
 ) -> dict[str, dict[str, float]]:
     """Each school's released statistics before noise (the same function the handler uses)."""
-    return {
-        s: exact_statistics(t, request, school_id=s, k=k).values for s, t in tables.items()
-    }
+    return {s: exact_statistics(t, request, school_id=s, k=k).values for s, t in tables.items()}
 
 
 def noisy_answers(
@@ -222,7 +227,6 @@ def noisy_answers(
 def exact_result(query: Query, exact: dict[str, dict[str, float]]) -> AnalyticsResult:
     """The same estimates without noise, on the pooled (released, k-suppressed) cells."""
     return combine(query, [SchoolAnswer(s, "answered", "", v) for s, v in exact.items()])
-
 
 
 @dataclass(frozen=True)

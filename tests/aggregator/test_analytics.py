@@ -68,16 +68,16 @@ def test_combining_exact_answers_gives_the_pooled_rates_and_the_standardized_eff
     rows = pd.concat(tables.values())
     high, vol, y = rows["TTLHHINC"] >= 0.5, rows["FSVOL"] == 1, rows["at_risk"]
     raw = y[vol].mean() - y[~vol].mean()
-    adjusted = sum(
-        (h.mean()) * (y[h & vol].mean() - y[h & ~vol].mean()) for h in (high, ~high)
-    )
+    adjusted = sum((h.mean()) * (y[h & vol].mean() - y[h & ~vol].mean()) for h in (high, ~high))
     (effect,) = result.effects
     assert effect["raw"]["value"] == pytest.approx(raw)
     assert effect["adjusted"]["value"] == pytest.approx(adjusted)
     assert effect["adjusted"]["noise_sd"] == 0.0
     r1 = y[vol].mean()
     assert effect["rate_involved"] == pytest.approx(r1)
-    sampling = np.sqrt(r1 * (1 - r1) / vol.sum() + y[~vol].mean() * (1 - y[~vol].mean()) / (~vol).sum())
+    sampling = np.sqrt(
+        r1 * (1 - r1) / vol.sum() + y[~vol].mean() * (1 - y[~vol].mean()) / (~vol).sum()
+    )
     assert effect["raw"]["sampling_sd"] == pytest.approx(sampling)
     assert set(result.per_school["volunteering"]) == set(tables)
 
@@ -86,9 +86,7 @@ def test_nhes_intervals_cover_the_noise_free_estimate(nhes_tables):
     """Acceptance (reduced): ε 1 per school, 16 schools, 40 seeded repetitions (the benchmark
     runs 100): each involvement type's interval covers the estimate computed without noise on
     the pooled data in at least 90 % of repetitions."""
-    study = coverage_study(
-        load_query(EXAMPLE), nhes_tables, repetitions=40, k=10, delta=2.5e-6
-    )
+    study = coverage_study(load_query(EXAMPLE), nhes_tables, repetitions=40, k=10, delta=2.5e-6)
     assert study.reference_ranking[:3] == ["volunteering", "meetings", "newsletters"]
     assert len(study.coverage) == 6  # app_use: no NHES column, reported unavailable
     for kind, shares in study.coverage.items():

@@ -103,7 +103,9 @@ def test_the_differencing_attack_sees_only_calibrated_noise(school):
     # Execute: 4000 seeded repetitions of both releases, through the school's mechanism
     diffs = []
     for seed in range(4000):
-        a = mech.release(np.array([with_family[key]]), generator=noise_generator(seed=seed, label="a"))
+        a = mech.release(
+            np.array([with_family[key]]), generator=noise_generator(seed=seed, label="a")
+        )
         b = mech.release(np.array([without[key]]), generator=noise_generator(seed=seed, label="b"))
         diffs.append(float(a[0] - b[0]))
     diffs = np.array(diffs)

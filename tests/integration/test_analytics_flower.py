@@ -85,9 +85,7 @@ def test_replies_carry_only_requested_noisy_statistics_and_no_family(answered, n
             read_table(node.dir / "data/test.csv")
         )
         assert stats[f"a/d0/{school}/n"] != families
-        assert metrics["noise-std"] == pytest.approx(
-            mechanism_for(request, delta=2.5e-6).sigma
-        )
+        assert metrics["noise-std"] == pytest.approx(mechanism_for(request, delta=2.5e-6).sigma)
         for table in ("data/train.csv", "data/test.csv"):
             for pid in read_table(node.dir / table).family_ids[:50]:
                 assert str(pid).encode() not in data
