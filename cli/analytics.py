@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     where = run_parser.add_mutually_exclusive_group()
     where.add_argument(
         "--dataset", default="nhes-pfi-2019",
-        help="simulated district: nhes-pfi-2019 (default), uci-student, synthetic-involvement",
+        help="simulated district: nhes-pfi-2019 (default) or synthetic-involvement",
     )  # fmt: skip
     where.add_argument(
         "--dir", type=Path, default=None, metavar="D",

@@ -41,7 +41,7 @@ from simulations.involvement import involvement_district
 from simulations.split import split_families
 
 SYNTHETIC_INVOLVEMENT = "synthetic-involvement"
-DATASETS = ("nhes-pfi-2019", "uci-student", SYNTHETIC_INVOLVEMENT)
+DATASETS = ("nhes-pfi-2019", SYNTHETIC_INVOLVEMENT)  # uci-student: no involvement columns mapped
 
 Progress = Callable[[str], None]
 
