@@ -33,6 +33,7 @@ for (e.g. app use in NHES) is reported "not available" by the school.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import math
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from client_node.errors import NodeError
 from client_node.node import SchoolNode
+from client_node.pseudonym import load_or_create_secret
 from client_node.table import LABEL, read_table
 from privacy.errors import BudgetExceeded, InvalidBudget
 from privacy.mechanisms import GaussianMechanism, calibrate_gaussian, noise_generator
@@ -379,13 +381,23 @@ def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcom
             values={},
         )
     mech = mechanism_for(request, delta=budget.delta)
+    # computed first (nothing leaves yet), so a request the table cannot answer costs nothing
+    exact = exact_statistics(frame, request, school_id=node.school_id, k=policy.min_cohort_k)
     try:
         ledger.charge(mech.spend, run_id=request.query_id, round=1)
     except BudgetExceeded as exc:
         return outcome(AnswerStatus.REFUSED, str(exc), values={})
-    exact = exact_statistics(frame, request, school_id=node.school_id, k=policy.min_cohort_k)
     names = list(exact.values)
-    generator = noise_generator(seed=request.seed, label=f"{request.query_id}/{node.school_id}")
+    label = f"{request.query_id}/{node.school_id}"
+    if request.seed is not None:
+        # A seed from the district makes a simulation repeatable but never predictable to the
+        # district: it is mixed with the school's own secret (HMAC), so whoever chose the seed
+        # still cannot reproduce the noise and subtract it.
+        secret = load_or_create_secret(node.dir)
+        label = hmac.new(
+            secret, f"analytics-noise:{request.seed}/{label}".encode(), "sha256"
+        ).hexdigest()
+    generator = noise_generator(seed=request.seed, label=label)
     noisy = mech.release(np.array([exact.values[n] for n in names]), generator=generator)
     return outcome(
         AnswerStatus.ANSWERED,

@@ -44,9 +44,7 @@ def test_a_query_past_the_budget_shows_the_costs_and_is_refused(capsys, tmp_path
     # Prepare: the synthetic district's schools, each with ε ≈ 0.5 of its analytics 1 spent
     policy = signed_policy(tmp_path, current_policy_text(), officer[0])
     out = tmp_path / "out"
-    nodes = prepare_nodes(
-        out, involvement_district(seed=0), policy=policy, trust_anchor=officer[1]
-    )
+    nodes = prepare_nodes(out, involvement_district(seed=0), policy=policy, trust_anchor=officer[1])
     for node_dir in nodes:
         SchoolNode(node_dir).analytics_ledger.charge(Spend(8.0, 1.0, 1), run_id="before", round=1)
     # Execute

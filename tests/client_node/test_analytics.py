@@ -10,6 +10,7 @@ import pytest
 from client_node.analytics import (
     AnalyticsRequest,
     AnswerStatus,
+    analytics_frame,
     answer_query,
     exact_statistics,
     mechanism_for,
@@ -140,3 +141,25 @@ def test_a_node_answers_charges_its_analytics_pool_and_refuses_past_the_budget(w
     assert len(node.analytics_ledger.history()) == 1
     refusal = [e for e in node.audit.entries() if e["kind"] == "refusal"][-1]
     assert refusal["data"]["what"] == "analytics" and refusal["data"]["query_id"] == "q2"
+
+
+def test_a_seed_from_the_district_does_not_let_it_reproduce_the_noise(west_town, tmp_path):
+    # Prepare: the district sends seed 5 and knows the mechanism, the query and the code
+    request = REQUEST.model_copy(update={"epsilon": 0.3, "seed": 5})
+    node = SchoolNode(west_town)
+    exact = exact_statistics(
+        analytics_frame(node), request, school_id=node.school_id, k=node.policy.min_cohort_k
+    )
+    # Execute
+    answered = answer_query(node, request)
+    # Assert: its best guess of the noise (the seed without the school's secret) is wrong
+    mech = mechanism_for(request, delta=2.5e-6)
+    names = list(exact.values)
+    guess = mech.release(
+        np.array([exact.values[n] for n in names]),
+        generator=noise_generator(seed=5, label=f"q1/{node.school_id}"),
+    )
+    noisy = np.array([answered.values[n] for n in names])
+    exact_vector = np.array([exact.values[n] for n in names])
+    assert not np.allclose(noisy, guess)
+    assert np.std(noisy - exact_vector) == pytest.approx(mech.sigma, rel=0.35)
