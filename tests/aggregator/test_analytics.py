@@ -113,3 +113,22 @@ def test_synthetic_district_intervals_cover_the_true_effects():
         truth=TRUE_EFFECTS,
     )  # fmt: skip
     assert np.mean([c["adjusted"] for c in first.coverage.values()]) >= 0.9
+
+
+def test_descriptions_by_grade_band_pool_counts_means_and_histograms():
+    tables = involvement_district(schools=3, families=400, seed=5)
+    query = Query(
+        query_id="q", title="t", epsilon=1.0,
+        describe=[{"variables": ["at_risk", "income"], "by": "grade_band", "bins": 2}],
+    )  # fmt: skip
+    request = AnalyticsRequest.model_validate(query.request())
+    (described,) = exact_result(query, exact_answers(tables, request, k=10)).describe
+    rows = pd.concat(tables.values())
+    middle = rows[(rows["ALLGRADEX"] >= 6.5 / 13) & (rows["ALLGRADEX"] < 9.5 / 13)]
+    (cell,) = [g for g in described["groups"] if g["group"] == "middle"]
+    assert cell["families"] == len(middle)
+    assert cell["variables"]["at_risk"]["mean"]["value"] == pytest.approx(middle["at_risk"].mean())
+    income = cell["variables"]["income"]
+    assert income["mean"]["value"] == pytest.approx(middle["TTLHHINC"].mean())
+    low = (middle["TTLHHINC"] < 0.5).sum()
+    assert income["histogram"] == {"bin0": low, "bin1": len(middle) - low}
