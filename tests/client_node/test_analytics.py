@@ -163,3 +163,17 @@ def test_a_seed_from_the_district_does_not_let_it_reproduce_the_noise(west_town,
     exact_vector = np.array([exact.values[n] for n in names])
     assert not np.allclose(noisy, guess)
     assert np.std(noisy - exact_vector) == pytest.approx(mech.sigma, rel=0.35)
+
+
+def test_the_audit_report_shows_the_analytics_pool(west_town):
+    from client_node.audit_report import summarize
+
+    node = SchoolNode(west_town)
+    answered = answer_query(node, REQUEST.model_copy(update={"epsilon": 0.5, "seed": 1}))
+    periods = summarize(west_town)["periods"][node.policy.period]
+    assert periods["analytics"] == {
+        "epsilon_spent": pytest.approx(answered.epsilon_spent),
+        "epsilon_budget": 1.0,
+        "queries": 1,
+    }
+    assert periods["training"]["rounds"] == 0 and periods["training"]["epsilon_spent"] == 0.0
