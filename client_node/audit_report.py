@@ -17,16 +17,21 @@ def summarize(node_dir: Path) -> dict[str, Any]:
     entries = audit.entries() if verification.ok else []
     node = SchoolNode(node_dir)
     training, analytics = node.policy.training_budget, node.policy.analytics_budget
+    trained, queried = node.ledger.periods(), node.analytics_ledger.periods()
     periods = {
         period: {
             "training": {
-                "epsilon_spent": epsilon_of(spends, delta=training.delta),
+                "epsilon_spent": epsilon_of(trained.get(period, []), delta=training.delta),
                 "epsilon_budget": training.epsilon,
-                "rounds": len(spends),
+                "rounds": len(trained.get(period, [])),
             },
-            "analytics": {"epsilon_spent": 0.0, "epsilon_budget": analytics.epsilon, "queries": 0},
+            "analytics": {
+                "epsilon_spent": epsilon_of(queried.get(period, []), delta=analytics.delta),
+                "epsilon_budget": analytics.epsilon,
+                "queries": len(queried.get(period, [])),
+            },
         }
-        for period, spends in node.ledger.periods().items()
+        for period in sorted({*trained, *queried})
     }
     periods.setdefault(
         node.policy.period,

@@ -200,6 +200,12 @@ class SchoolNode:
             budget=self.policy.training_budget,
             period=self.policy.period,
         )
+        self.analytics_ledger = EpsilonLedger(
+            self.dir / self.config.ledger,
+            budget=self.policy.analytics_budget,
+            period=self.policy.period,
+            purpose="analytics",
+        )
         self.pseudonym = Pseudonymizer.for_node(self.dir)
         self.opt_outs = OptOutRegistry(
             self.dir / self.config.opt_outs, pseudonymizer=self.pseudonym

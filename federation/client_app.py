@@ -21,6 +21,7 @@ from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
 from client_node.training import TrainSettings
 from federation import keys
+from federation.analytics_app import analytics_reply
 from federation.egress import audit_egress, egress_guard
 from policies.errors import PolicyError
 from privacy.errors import PrivacyError
@@ -180,6 +181,10 @@ def build_client_app(
         )
         status = _status(node.school_id, RoundStatus.TRAINED, "", node)
         return Message(RecordDict({keys.METRICS: metrics, keys.STATUS: status}), reply_to=message)
+
+    @app.query(keys.ANALYTICS_ACTION)
+    def analytics(message: Message, context: Context) -> Message:
+        return analytics_reply(message, node_dir_of(context))
 
     return app
 

@@ -17,7 +17,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.serde import recorddict_to_proto
 
 from client_node.node import node_audit_log
-from federation import keys
+from federation import analytics_app, keys
 from privacy.crypto import sha256_hex
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,15 @@ def check_reply(request: Message, reply: Message) -> str | None:
     extra = set(content.keys()) - keys.ALLOWED_RECORDS
     if extra:
         return f"record {sorted(extra)[0]!r} is not on the egress allow-list"
-    allowed_metrics = (
-        keys.TRAIN_METRICS
-        if request.metadata.message_type.startswith("train")
-        else keys.EVALUATE_METRICS
-    )
+    kind = request.metadata.message_type
+    if kind.startswith("train"):
+        allowed_metrics = keys.TRAIN_METRICS
+    elif kind == analytics_app.MESSAGE_TYPE:
+        status = content.get(keys.STATUS)
+        school = str(status.get("school-id", "")) if isinstance(status, ConfigRecord) else ""
+        allowed_metrics = analytics_app.allowed_metrics(request, school)
+    else:
+        allowed_metrics = keys.EVALUATE_METRICS
     for name, record in content.items():
         if name == keys.ARRAYS:
             if not isinstance(record, ArrayRecord):

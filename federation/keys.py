@@ -19,6 +19,10 @@ LEARNING_RATE = "learning-rate"
 MOMENTUM = "momentum"
 SEED = "seed"  # only in simulations; absent means "seed the noise from the OS"
 
+# Analytics queries (`query.analytics` messages): the request travels as JSON text.
+ANALYTICS_ACTION = "analytics"
+REQUEST = "request"
+
 # The egress allow-list: a reply may carry these records and, in them, only these keys.
 TRAIN_METRICS = frozenset(
     {

@@ -5,6 +5,11 @@ transaction, so two processes cannot both pass the check, and a crash either lea
 fully recorded or not at all (SQLite's journal, synchronous=FULL). The ledger accumulates
 across rounds, runs and restarts within the policy's period; ε is recomputed from the whole
 history with the RDP accountant, never by adding per-round ε values.
+
+One file keeps one pool per purpose (`training`, `analytics`): an `EpsilonLedger` opened for a
+purpose sees, composes and checks only that pool's spends, against that purpose's budget (the
+policy's training or analytics share). The pools' (ε, δ) add up to the policy's (ε, δ) by basic
+composition, so the school's total stays within the policy whatever each pool does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from privacy.accountant import Spend, epsilon_of
 from privacy.budget import Budget
@@ -47,6 +53,10 @@ CREATE TABLE IF NOT EXISTS plans (
 """
 
 
+Purpose = Literal["training", "analytics"]
+PURPOSES: tuple[Purpose, ...] = ("training", "analytics")
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The noise multiplier fixed once for a run's planned rounds."""
@@ -60,12 +70,19 @@ class Plan:
 
 
 class EpsilonLedger:
-    """Crash-safe record of the ε a school has spent in one policy period."""
+    """Crash-safe record of the ε a school has spent in one policy period, for one purpose."""
 
-    def __init__(self, path: Path, *, budget: Budget, period: str) -> None:
+    def __init__(
+        self, path: Path, *, budget: Budget, period: str, purpose: Purpose = "training"
+    ) -> None:
+        if purpose not in PURPOSES:
+            raise LedgerError(
+                f"ε ledger {path}: purpose {purpose!r} is not one of {', '.join(PURPOSES)}"
+            )
         self.path = Path(path)
         self.budget = budget
         self.period = period
+        self.purpose: Purpose = purpose
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as db:
@@ -87,30 +104,40 @@ class EpsilonLedger:
 
     def _history(self, db: sqlite3.Connection) -> list[Spend]:
         rows = db.execute(
-            "SELECT noise_multiplier, sample_rate, steps FROM spends WHERE period = ? ORDER BY id",
-            (self.period,),
+            "SELECT noise_multiplier, sample_rate, steps FROM spends"
+            " WHERE period = ? AND purpose = ? ORDER BY id",
+            (self.period, self.purpose),
         ).fetchall()
         return [Spend(float(s), float(q), int(n)) for s, q, n in rows]
 
     def history(self) -> list[Spend]:
-        """Every spend of this period, oldest first."""
+        """Every spend of this period and purpose, oldest first."""
         with self._connect() as db:
             return self._history(db)
 
     def spent(self) -> float:
-        """ε spent so far in this period, composed over the whole history."""
+        """ε spent so far in this period's pool, composed over its whole history."""
         return epsilon_of(self.history(), delta=self.budget.delta)
 
     def remaining(self) -> float:
         return max(0.0, self.budget.epsilon - self.spent())
 
-    def charge(self, spend: Spend, *, run_id: str, round: int, purpose: str = "training") -> float:
-        """Record `spend` if the budget allows it and return ε spent afterwards.
+    def after(self, spend: Spend) -> tuple[float, float]:
+        """(ε spent now, ε spent if `spend` were charged): the figures a pre-flight check shows."""
+        history = self.history()
+        return (
+            epsilon_of(history, delta=self.budget.delta),
+            epsilon_of([*history, spend], delta=self.budget.delta),
+        )
+
+    def charge(self, spend: Spend, *, run_id: str, round: int) -> float:
+        """Record `spend` in this ledger's pool if its budget allows it; return ε spent after.
 
         The check and the insert happen in one IMMEDIATE transaction. A spend the budget does not
         allow raises BudgetExceeded with the requested, remaining and budget figures, and
         records nothing. Charging the same (run, round, purpose) twice is refused as well.
         """
+        purpose = self.purpose
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -184,16 +211,18 @@ class EpsilonLedger:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT noise_multiplier, sample_rate, steps FROM spends"
-                " WHERE period = ? AND run_id = ? ORDER BY id",
-                (self.period, run_id),
+                " WHERE period = ? AND purpose = ? AND run_id = ? ORDER BY id",
+                (self.period, self.purpose, run_id),
             ).fetchall()
         return [Spend(float(s), float(q), int(n)) for s, q, n in rows]
 
     def periods(self) -> dict[str, list[Spend]]:
-        """Every period in the ledger file with its spends (for audit reports)."""
+        """Every period in the ledger file with this purpose's spends (for audit reports)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT period, noise_multiplier, sample_rate, steps FROM spends ORDER BY id"
+                "SELECT period, noise_multiplier, sample_rate, steps FROM spends"
+                " WHERE purpose = ? ORDER BY id",
+                (self.purpose,),
             ).fetchall()
         out: dict[str, list[Spend]] = {}
         for period, s, q, n in rows:

@@ -116,3 +116,23 @@ def test_a_committed_spend_survives_a_crash(tmp_path):
     )
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert EpsilonLedger(path, budget=BUDGET, period="p").history() == [STEP]
+
+
+def test_training_and_analytics_are_separate_pools_in_one_file(tmp_path):
+    path = tmp_path / "l.sqlite"
+    training = EpsilonLedger(path, budget=BUDGET, period="p")
+    analytics = EpsilonLedger(path, budget=Budget(1.0, 2.5e-6), period="p", purpose="analytics")
+    training.charge(STEP, run_id="a", round=1)
+    query = Spend(5.0, 1.0, 1)  # a Gaussian query at σ/Δ = 5
+    after = analytics.charge(query, run_id="q1", round=1)
+    # each pool composes only its own spends, at its own δ
+    assert training.history() == [STEP] and analytics.history() == [query]
+    assert training.spent() == pytest.approx(epsilon_of([STEP], delta=1e-5))
+    assert after == pytest.approx(epsilon_of([query], delta=2.5e-6))
+    assert analytics.after(query) == (pytest.approx(after), epsilon_of([query] * 2, delta=2.5e-6))
+    # the analytics pool refuses against the analytics budget, whatever training has left
+    with pytest.raises(BudgetExceeded) as info:
+        analytics.charge(Spend(1.0, 1.0, 1), run_id="q2", round=1)
+    assert info.value.budget == 1.0 and info.value.spent == pytest.approx(after)
+    assert "analytics round 1 of run q2" in str(info.value)
+    assert len(analytics.history()) == 1 and len(training.history()) == 1

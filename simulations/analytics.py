@@ -1,0 +1,292 @@
+"""`schoolfed analytics run`: a researcher's query answered by every school through Flower.
+
+Each school of the dataset is a node directory under OUT/nodes/ (created from the dataset the
+first time; reused afterwards, so every school's analytics ledger continues). Before anything
+is sent, the district computes what the query costs each school (the Gaussian mechanism the
+school will calibrate, at its policy's analytics δ) against what its analytics ledger has left,
+and refuses the whole query with the figures if any school would pass its budget. Then
+Flower's simulation engine sends the query (`query.analytics`) to every school, the answers are
+combined (aggregator/analytics.py) and OUT receives analytics.json, analytics.md,
+analytics.html and the charts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aggregator.analytics import AnalyticsResult, Query, SchoolAnswer, combine
+from aggregator.analytics_report import write_analytics_report
+from client_node.analytics import AnalyticsRequest, exact_statistics, mechanism_for
+from client_node.node import (
+    NodeConfig,
+    SchoolNode,
+    install_policy,
+    write_family_tables,
+    write_node_config,
+)
+from federation.analytics_app import Mod, build_analytics_server_app
+from federation.client_app import build_client_app
+from federation.simulation import run_in_simulation
+from policies.loader import default_policy_path, default_trust_anchor
+from privacy.mechanisms import noise_generator
+from simulations.datasets import load_dataset
+from simulations.errors import SimulationError
+from simulations.involvement import involvement_district
+from simulations.split import split_families
+
+SYNTHETIC_INVOLVEMENT = "synthetic-involvement"
+DATASETS = ("nhes-pfi-2019", SYNTHETIC_INVOLVEMENT)  # uci-student: no involvement columns mapped
+
+Progress = Callable[[str], None]
+
+
+class QueryRefused(SimulationError):
+    """The query would take at least one school past its analytics budget; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What the query costs one school, against its analytics ledger."""
+
+    school_id: str
+    epsilon_query: float
+    spent: float
+    after: float
+    budget: float
+    delta: float
+
+    @property
+    def fits(self) -> bool:
+        return self.after <= self.budget
+
+
+def school_tables(dataset: str, *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    if dataset == SYNTHETIC_INVOLVEMENT:
+        return involvement_district(seed=seed)
+    if dataset not in DATASETS:
+        raise SimulationError(
+            f"--dataset {dataset!r} is not known; choose one of: {', '.join(DATASETS)}"
+        )
+    return load_dataset(dataset)
+
+
+def prepare_nodes(
+    out: Path,
+    tables: dict[str, pd.DataFrame],
+    *,
+    policy: Path | None = None,
+    trust_anchor: Path | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """Node directories under OUT/nodes/: created from `tables` unless they already exist."""
+    policy = policy or default_policy_path()
+    trust_anchor = trust_anchor or default_trust_anchor()
+    dirs = []
+    for school_id, table in tables.items():
+        node_dir = out / "nodes" / school_id
+        if not (node_dir / "node.yaml").is_file():
+            train, test = split_families(table, test_fraction=0.2, seed=seed)
+            write_node_config(node_dir, NodeConfig(school_id=school_id))
+            install_policy(node_dir, policy=policy, trust_anchor=trust_anchor)
+            write_family_tables(node_dir, train=train, test=test)
+        dirs.append(node_dir)
+    return dirs
+
+
+def costs(node_dirs: list[Path], request: AnalyticsRequest) -> list[Cost]:
+    """What `request` costs each school, from its own policy and analytics ledger."""
+    out = []
+    for node_dir in node_dirs:
+        node = SchoolNode(node_dir)
+        budget = node.policy.analytics_budget
+        mech = mechanism_for(request, delta=budget.delta)
+        spent, after = node.analytics_ledger.after(mech.spend)
+        out.append(
+            Cost(
+                node.school_id,
+                mech.epsilon(delta=budget.delta),
+                spent,
+                after,
+                budget.epsilon,
+                budget.delta,
+            )
+        )
+    return out
+
+
+def check_costs(found: list[Cost]) -> None:
+    over = [c for c in found if not c.fits]
+    if over:
+        c = over[0]
+        raise QueryRefused(
+            f"query refused before anything was sent: {len(over)} of {len(found)} schools would "
+            f"pass their analytics budget; {c.school_id} needs ε {c.epsilon_query:.4f} but has "
+            f"{max(0.0, c.budget - c.spent):.4f} of {c.budget:.4f} left (spent {c.spent:.4f}; "
+            f"after the query {c.after:.4f})"
+        )
+
+
+def run_query(
+    query: Query,
+    *,
+    node_dirs: list[Path],
+    seed: int | None = None,
+    say: Progress = lambda _: None,
+    on_costs: Callable[[list[Cost]], None] = lambda _: None,
+    verbose: bool = False,
+    extra_mods: Sequence[Mod] = (),
+) -> tuple[AnalyticsResult, list[Cost]]:
+    """Check the budget, send the query through Flower's simulation engine, combine."""
+    query_id = f"{query.query_id}-{uuid.uuid4().hex[:8]}"
+    wire = query.request(seed=seed, query_id=query_id)
+    request = AnalyticsRequest.model_validate(wire)
+    found = costs(node_dirs, request)
+    on_costs(found)
+    check_costs(found)
+    say(f"query {query_id}: ε {found[0].epsilon_query:.3f} per school, {len(node_dirs)} schools")
+    received: dict[str, object] = {}
+
+    def done(answers: list[SchoolAnswer], missing: int) -> None:
+        received["answers"], received["missing"] = answers, missing
+
+    dirs = [str(d.resolve()) for d in node_dirs]
+    run_in_simulation(
+        server_app=build_analytics_server_app(wire, num_schools=len(dirs), on_done=done),
+        client_app=build_client_app(
+            node_dir_of=lambda context: Path(dirs[int(context.node_config["partition-id"])]),
+            extra_mods=extra_mods,
+        ),
+        num_nodes=len(dirs),
+        verbose=verbose,
+    )
+    answers = received.get("answers")
+    if not isinstance(answers, list):
+        raise SimulationError(f"query {query_id}: the federation ended without answers")
+    say(f"{len(answers)} answers, {received['missing']} missing")
+    return combine(query, answers), found
+
+
+def run_and_report(
+    query: Query,
+    *,
+    dataset: str,
+    out: Path,
+    seed: int | None = None,
+    say: Progress = lambda _: None,
+    on_costs: Callable[[list[Cost]], None] = lambda _: None,
+    verbose: bool = False,
+) -> AnalyticsResult:
+    """The whole command: nodes, budget check, Flower, report files in `out`."""
+    tables = school_tables(dataset, seed=seed or 0)
+    say(f"{len(tables)} schools of {dataset}: node directories in {out / 'nodes'}")
+    node_dirs = prepare_nodes(out, tables, seed=seed or 0)
+    result, _ = run_query(
+        query, node_dirs=node_dirs, seed=seed, say=say, on_costs=on_costs, verbose=verbose
+    )
+    write_analytics_report(result, out)
+    return result
+
+
+# --- direct computation (benchmarks, tests): the ClientApp handler's statistics code path -----
+
+
+def exact_answers(
+    tables: dict[str, pd.DataFrame], request: AnalyticsRequest, *, k: int
+) -> dict[str, dict[str, float]]:
+    """Each school's released statistics before noise (the same function the handler uses)."""
+    return {s: exact_statistics(t, request, school_id=s, k=k).values for s, t in tables.items()}
+
+
+def noisy_answers(
+    exact: dict[str, dict[str, float]], request: AnalyticsRequest, *, delta: float, seed: int
+) -> list[SchoolAnswer]:
+    """One seeded repetition of every school's noisy answer."""
+    mech = mechanism_for(request, delta=delta)
+    out = []
+    for school, values in exact.items():
+        names = list(values)
+        noisy = mech.release(
+            np.array([values[n] for n in names]),
+            generator=noise_generator(seed=seed, label=f"{request.query_id}/{school}"),
+        )
+        out.append(
+            SchoolAnswer(
+                school, "answered", "", dict(zip(names, map(float, noisy), strict=True)),
+                noise_std=mech.sigma,
+            )
+        )  # fmt: skip
+    return out
+
+
+def exact_result(query: Query, exact: dict[str, dict[str, float]]) -> AnalyticsResult:
+    """The same estimates without noise, on the pooled (released, k-suppressed) cells."""
+    return combine(query, [SchoolAnswer(s, "answered", "", v) for s, v in exact.items()])
+
+
+@dataclass(frozen=True)
+class CoverageStudy:
+    """Seeded repetitions of a query against its noise-free (or true) values."""
+
+    repetitions: int
+    coverage: dict[str, dict[str, float]]  # type -> {"adjusted": share, "raw": share}
+    all_adjusted_covered: float  # share of repetitions where every adjusted interval covers
+    top3_order: float  # share of repetitions whose top three (in order) match the reference
+    top3_set: float  # share whose top three types (any order) match
+    reference_ranking: list[str]
+    median_noise_sd: dict[str, float]  # type -> median DP noise sd of the adjusted estimate
+
+
+def coverage_study(
+    query: Query,
+    tables: dict[str, pd.DataFrame],
+    *,
+    repetitions: int,
+    k: int,
+    delta: float,
+    truth: dict[str, float] | None = None,
+) -> CoverageStudy:
+    """How often each interval covers the noise-free pooled estimate (or `truth`, adjusted
+    effects only), and how often the top three match the noise-free ranking."""
+    request = AnalyticsRequest.model_validate(query.request(seed=0))
+    exact = exact_answers(tables, request, k=k)
+    reference = exact_result(query, exact)
+    ref = {e["type"]: e for e in reference.effects if e["adjusted"] is not None}
+    target = {
+        t: {"adjusted": truth[t] if truth else e["adjusted"]["value"], "raw": e["raw"]["value"]}
+        for t, e in ref.items()
+    }
+    hits: dict[str, dict[str, int]] = {t: {"adjusted": 0, "raw": 0} for t in ref}
+    noise: dict[str, list[float]] = {t: [] for t in ref}
+    all_in = order = same = 0
+    top = reference.ranking()[:3]
+    for rep in range(repetitions):
+        result = combine(query, noisy_answers(exact, request, delta=delta, seed=rep))
+        covered_all = True
+        for e in result.effects:
+            if e["type"] not in ref or e["adjusted"] is None:
+                continue
+            for kind in ("adjusted", "raw"):
+                est = e[kind]
+                inside = est is not None and est["low"] <= target[e["type"]][kind] <= est["high"]
+                hits[e["type"]][kind] += int(inside)
+                if kind == "adjusted" and not inside:
+                    covered_all = False
+            noise[e["type"]].append(e["adjusted"]["noise_sd"])
+        all_in += covered_all
+        order += result.ranking()[:3] == top
+        same += set(result.ranking()[:3]) == set(top)
+    return CoverageStudy(
+        repetitions,
+        {t: {kind: n / repetitions for kind, n in h.items()} for t, h in hits.items()},
+        all_in / repetitions,
+        order / repetitions,
+        same / repetitions,
+        reference.ranking(),
+        {t: float(np.median(v)) if v else float("nan") for t, v in noise.items()},
+    )

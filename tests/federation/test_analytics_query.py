@@ -1,0 +1,67 @@
+"""Analytics replies pass the egress guard only with the statistics the request asked for."""
+
+import json
+import time
+
+from flwr.app import ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+
+from client_node.analytics import AnalyticsRequest, statistic_names
+from federation import keys
+from federation.analytics_app import MESSAGE_TYPE, analytics_reply, answer_from
+from federation.egress import check_reply
+
+REQUEST = {
+    "query_id": "q1",
+    "epsilon": 0.3,
+    "involvement": ["volunteering"],
+    "context": [{"variable": "income"}],
+    "seed": 2,
+}
+
+
+def query_message(request=REQUEST):
+    metadata = Metadata(
+        run_id=1, message_id="m1", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+        group_id="1", created_at=time.time(), ttl=3600, message_type=MESSAGE_TYPE,
+    )  # fmt: skip
+    config = ConfigRecord({keys.RUN_ID: "q1", keys.REQUEST: json.dumps(request)})
+    return Message(content=RecordDict({keys.CONFIG: config}), metadata=metadata)
+
+
+def reply(req, metrics, school="west-town"):
+    status = ConfigRecord({"school-id": school, "status": "answered", "reason": ""})
+    return Message(
+        RecordDict({keys.METRICS: MetricRecord(metrics), keys.STATUS: status}), reply_to=req
+    )
+
+
+def test_requested_statistics_pass_and_anything_else_is_stopped():
+    req = query_message()
+    names = statistic_names(AnalyticsRequest.model_validate(REQUEST), "west-town")
+    assert names[:2] == ["a/e/h0/n", "a/e/h0/s"]
+    allowed = {n: 12.5 for n in names} | {"noise-std": 20.0, "epsilon-spent": 1.0}
+    assert check_reply(req, reply(req, allowed)) is None
+    # a statistic the request did not ask for (a per-family value in disguise) is stopped
+    extra = allowed | {"a/e/h0/family-20191000012": 1.0}
+    assert "metric 'a/e/h0/family-20191000012' is not on the egress allow-list" in check_reply(
+        req, reply(req, extra)
+    )
+    # a training metric does not ride along on an analytics reply
+    assert "metric 'train-loss'" in check_reply(req, reply(req, allowed | {"train-loss": 0.1}))
+
+
+def test_a_node_answers_a_query_message(west_town):
+    req = query_message()
+    answered = analytics_reply(req, west_town)
+    assert check_reply(req, answered) is None
+    answer = answer_from(answered)
+    assert answer.school_id == "west-town" and answer.status == "answered"
+    assert set(answer.values) <= set(
+        statistic_names(AnalyticsRequest.model_validate(REQUEST), "west-town")
+    )
+    assert abs(answer.epsilon_query - 0.3) < 1e-3 and answer.noise_std > 0
+    # the same message again: the query id is charged once only, the node says so
+    again = answer_from(analytics_reply(req, west_town))
+    assert again.status == "failed" and "already charged" in again.reason
+    bad = answer_from(analytics_reply(query_message(REQUEST | {"epsilon": "lots"}), west_town))
+    assert bad.status == "failed" and "'epsilon' = 'lots'" in bad.reason
