@@ -145,8 +145,9 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         self.node_school: dict[int, str] = {}  # learnt from the schools' plain statuses
         self.stopped = ""
         self.trained_any = False
+        self.aggregated: set[int] = set()  # rounds SecAgg+ completed (whatever the schools said)
         self._global: NDArrays = initial
-        self._sampled: set[int] = set()
+        self.sampled: set[int] = set()
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -157,7 +158,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         clients = client_manager.sample(
             num_clients=self.num_schools, min_num_clients=self.num_schools
         )
-        self._sampled = {c.node_id for c in clients}
+        self.sampled = {c.node_id for c in clients}
         self.rounds[server_round] = SecAggRound()
         fit_ins = FitIns(parameters, {**self.train_config, "server-round": server_round})
         return [(client, fit_ins) for client in clients]
@@ -174,7 +175,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         return school
 
     def _note_dropped(self, server_round: int, answered: set[int], stage: str) -> int:
-        dropped = self._sampled - answered
+        dropped = self.sampled - answered
         for node_id in dropped:
             sid = self.node_school.get(node_id)
             if sid is not None:
@@ -192,6 +193,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         record = self.rounds.setdefault(server_round, SecAggRound())
+        self.aggregated.add(server_round)
         noted = [(proxy, self._note(proxy.node_id, res), res) for proxy, res in results]
         trained = [(s, res) for _, s, res in noted if s is not None and s.status == "trained"]
         record.schools = len(results)
@@ -328,6 +330,13 @@ class SecAggFit:
         if self.workflow.halted:
             self.strategy.round_failed(
                 server_round, self.workflow.halted, self.workflow.halted_replies
+            )
+        elif server_round not in self.strategy.aggregated:
+            self.strategy.round_failed(
+                server_round,
+                f"secure aggregation needs at least 2 schools in a round; "
+                f"{len(self.strategy.sampled)} took part",
+                [],
             )
 
 
