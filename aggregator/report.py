@@ -99,6 +99,8 @@ def markdown(report: dict) -> str:
         f"families ({report['test_split']['at_risk']} at risk) from "
         f"{report['test_split']['schools']} schools.",
         "",
+        _secagg_sentence(report),
+        "",
         "## Result",
         "",
         "| model | AUC | accuracy |",
@@ -114,11 +116,16 @@ def markdown(report: dict) -> str:
         "| round | AUC (pooled) | AUC (federated eval.) | accuracy | loss |",
         "|---|---|---|---|---|",
     ]
+    secagg_on = report.get("secure_aggregation", {}).get("on", False)
+    if secagg_on:
+        lines[-2] = lines[-2] + " SecAgg+ |"
+        lines[-1] = lines[-1] + "---|"
     for r in report["rounds"]:
-        lines.append(
+        row = (
             f"| {r['round']} | {fmt(r.get('pooled_auc'))} | {fmt(r['auc'])} | "
             f"{fmt(r['accuracy'])} | {fmt(r['loss'])} |"
         )
+        lines.append(row + (f" {_secagg_cell(r.get('secagg'))} |" if secagg_on else ""))
     lines += [
         "",
         "## Schools and privacy spent",
@@ -145,6 +152,34 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _secagg_sentence(report: dict) -> str:
+    secagg = report.get("secure_aggregation", {})
+    if not secagg.get("on"):
+        return (
+            "Secure aggregation: **off** (the policy does not require it): the district saw "
+            "each school's model update."
+        )
+    failed = secagg.get("failed_rounds", {})
+    return (
+        "Secure aggregation: **on** (Flower's SecAgg+): the district saw only the sum of the "
+        "schools' updates, never one school's."
+        + (f" Rounds whose aggregate was lost: {', '.join(failed)}." if failed else "")
+    )
+
+
+def _secagg_cell(secagg: dict | None) -> str:
+    if not secagg:
+        return "–"
+    if secagg["failed"]:
+        return f"failed: {secagg['failed']}"
+    cell = f"{secagg['trained']} trained of {secagg['schools']} summed"
+    if secagg["dropped"]:
+        cell += f", {secagg['dropped']} dropped"
+    if secagg["clipped_share"] not in (None, 0.0):
+        cell += f", {fmt(100 * secagg['clipped_share'], 2)} % clipped"
+    return cell
 
 
 def write_report(report: dict, out: Path) -> None:

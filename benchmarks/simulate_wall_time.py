@@ -38,7 +38,18 @@ def main() -> int:
         shutil.rmtree(out)
         times.append(seconds)
         aucs.append(report["final"]["federated"]["auc"])
-        print(f"run {i + 1}: {seconds:.1f} s, federated AUC {aucs[-1]:.4f}", flush=True)
+        secagg = report.get("secure_aggregation", {})
+        clipped = [r["secagg"]["clipped_share"] for r in report["rounds"] if r.get("secagg")]
+        print(
+            f"run {i + 1}: {seconds:.1f} s, federated AUC {aucs[-1]:.4f}, SecAgg+ "
+            + (
+                f"on (failed rounds: {len(secagg.get('failed_rounds', {}))}, largest clipped "
+                f"share {max(clipped, default=0.0):.4f})"
+                if secagg.get("on")
+                else "off"
+            ),
+            flush=True,
+        )
     median = statistics.median(times)
     print(
         f"schoolfed simulate (defaults) on {os.cpu_count()} cores: median {median:.1f} s"

@@ -102,6 +102,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
             verbose=args.verbose,
         )
     _print_summary(report, console)
+    secagg = report["secure_aggregation"]
+    console.print(
+        "secure aggregation (SecAgg+): "
+        + ("[green]on[/]" if secagg["on"] else "[yellow]off[/] (the policy does not require it)")
+    )
+    for r, why in secagg.get("failed_rounds", {}).items():
+        console.print(f"[yellow]round {r} failed[/]: {escape(why)}", soft_wrap=True)
     if report["stopped_early"]:
         console.print(f"[yellow]{report['stopped_early']}[/]: the remaining rounds were skipped")
     if not report["model_saved"]:

@@ -258,6 +258,10 @@ class SchoolNode:
             **kw,  # type: ignore[arg-type]
         )
 
+    def decline(self, *, reason: str) -> RoundOutcome:
+        """Refuse a training round for `reason` (audited, nothing spent)."""
+        return self._outcome(RoundStatus.REFUSED, reason, len(self.train_table()))
+
     def train_round(
         self,
         *,

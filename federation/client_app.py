@@ -3,30 +3,52 @@
 The node directory comes from the SuperNode's node config (`node-dir`) in deployment; a
 simulation builds the app with a resolver that maps each virtual node to its school's folder.
 Every reply passes the egress guard.
+
+Training comes in two forms: a plain request (Message API) answered with the trained model, and
+Flower's SecAgg+ protocol (`federation.secagg`), where this app only computes the school's
+delta at the masked-vector stage and `secaggplus_mod` masks it before it leaves. A school whose
+policy requires secure aggregation declines every plain training request.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
 from client_node.training import TrainSettings
-from federation import keys
+from federation import keys, secagg
 from federation.analytics_app import analytics_reply
 from federation.egress import audit_egress, egress_guard
 from policies.errors import PolicyError
 from privacy.errors import PrivacyError
 
 NodeDirResolver = Callable[[Context], Path]
+log = logging.getLogger(__name__)
+PLAIN_UPDATE_REFUSED = (
+    "the policy requires secure aggregation (SecAgg+); this request asks for a plain, "
+    "unmasked update"
+)
 
 
 class TrainRequest(BaseModel):
@@ -104,22 +126,23 @@ def _status(
     )
 
 
+def _train_metrics(outcome: RoundOutcome) -> dict[str, MetricRecordValues]:
+    return {
+        keys.NUM_EXAMPLES: outcome.n_families,
+        "epsilon-spent": outcome.epsilon_spent,
+        "epsilon-budget": outcome.epsilon_budget,
+        "delta": outcome.delta,
+        "noise-multiplier": outcome.noise_multiplier,
+        "sample-rate": outcome.sample_rate,
+        "steps": outcome.steps,
+        "train-loss": outcome.train_loss if math.isfinite(outcome.train_loss) else -1.0,
+    }
+
+
 def _train_reply(outcome: RoundOutcome, node: SchoolNode) -> RecordDict:
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: outcome.n_families,
-            "epsilon-spent": outcome.epsilon_spent,
-            "epsilon-budget": outcome.epsilon_budget,
-            "delta": outcome.delta,
-            "noise-multiplier": outcome.noise_multiplier,
-            "sample-rate": outcome.sample_rate,
-            "steps": outcome.steps,
-            "train-loss": outcome.train_loss if math.isfinite(outcome.train_loss) else -1.0,
-        }
-    )
     content = RecordDict(
         {
-            keys.METRICS: metrics,
+            keys.METRICS: MetricRecord(_train_metrics(outcome)),
             keys.STATUS: _status(outcome.school_id, outcome.status, outcome.reason, node),
         }
     )
@@ -132,19 +155,96 @@ def _failure(node_dir: Path, exc: Exception) -> RecordDict:
     return RecordDict({keys.STATUS: _status(node_dir.name, RoundStatus.FAILED, str(exc))})
 
 
+def _masked_input(vector: list[np.ndarray], weight: int, plain: dict) -> RecordDict:
+    """What `secaggplus_mod` masks (the vector, weighted) and what it lets through beside it
+    (the school's status and aggregate metrics): Flower's legacy FitRes layout."""
+    fitres = FitRes(
+        status=Status(code=Code.OK, message=""),
+        parameters=ndarrays_to_parameters(vector),
+        num_examples=weight,
+        metrics=plain,
+    )
+    return compat.fitres_to_recorddict(fitres, keep_input=False)
+
+
+def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
+    """The masked-vector stage of SecAgg+: train, and hand the scaled delta to the mod.
+
+    A school that declines or fails still answers, with weight 0 and a zero vector, so the
+    round keeps its masks; its status says why."""
+    arrays = message.content.get(secagg.FITINS_ARRAYS)
+    if not isinstance(arrays, ArrayRecord):
+        raise NodeError("the secure-aggregation request carries no model arrays")
+    terms, rest = secagg.SecAggTerms.split(message.content.get(secagg.FITINS_CONFIG))
+    received = parameters_to_ndarrays(compat.arrayrecord_to_parameters(arrays, keep_input=True))
+    if len(received) != len(terms.names):
+        raise NodeError(f"{len(received)} model arrays for the names {terms.names}")
+    start = dict(zip(terms.names, received, strict=True))
+    zero = secagg.zero_update({k: v.shape for k, v in start.items()}, terms.names)
+    node: SchoolNode | None = None
+    try:
+        request = TrainRequest.from_record(rest)
+        node = SchoolNode(node_dir)
+        families = len(node.train_table())
+        if families > terms.max_weight:
+            outcome = node.decline(
+                reason=f"{families} training families is above the run's SecAgg+ max weight "
+                f"{terms.max_weight:g}; the district must raise it"
+            )
+        else:
+            outcome = node.train_round(
+                weights=start,
+                run_id=request.run_id,
+                server_round=request.server_round,
+                planned_rounds=request.planned_rounds,
+                target_epsilon=request.target_epsilon,
+                settings=request.settings,
+                seed=request.seed,
+            )
+    except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
+        status = _status(node_dir.name, RoundStatus.FAILED, str(exc), node)
+        return _masked_input(zero, 0, dict(status))
+    plain = {
+        **_status(outcome.school_id, outcome.status, outcome.reason, node),
+        **_train_metrics(outcome),
+    }
+    if outcome.weights is None:
+        return _masked_input(zero, 0, plain)
+    update = {k: outcome.weights[k].astype(np.float64) - start[k] for k in terms.names}
+    vector, clipped = secagg.encode_update(
+        update, names=terms.names, bound=terms.update_bound, scale=terms.update_scale
+    )
+    if clipped > 0:  # the district sees only the weighted share over all schools
+        log.warning(
+            "school %s: %.2f %% of its update was clipped to ±%g for secure aggregation",
+            outcome.school_id, 100 * clipped, terms.update_bound,
+        )  # fmt: skip
+    return _masked_input(vector, outcome.n_families, plain)
+
+
 def build_client_app(
     node_dir_of: NodeDirResolver = node_dir_from_config, extra_mods: Sequence[Mod] = ()
 ) -> ClientApp:
     """The ClientApp. Every reply passes the egress guard, then is audited as it leaves;
-    `extra_mods` run outermost (they see exactly what leaves)."""
-    app = ClientApp(mods=[*extra_mods, audit_egress(node_dir_of), egress_guard])
+    `extra_mods` run outermost (they see exactly what leaves). SecAgg+ training messages go
+    through Flower's `secaggplus_mod`, innermost, so the guard sees the masked reply."""
+    app = ClientApp(
+        mods=[*extra_mods, audit_egress(node_dir_of), egress_guard, secagg.secure_aggregation_mod]
+    )
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
         node_dir = node_dir_of(context)
+        if secagg.is_secagg_train(message):
+            return Message(_secagg_train(message, node_dir), reply_to=message)
         try:
             request = TrainRequest.from_record(message.content.get(keys.CONFIG))
             node = SchoolNode(node_dir)
+            if node.policy.secure_aggregation_required:
+                return Message(
+                    _train_reply(node.decline(reason=PLAIN_UPDATE_REFUSED), node),
+                    reply_to=message,
+                )
             outcome = node.train_round(
                 weights=arrays_to_weights(_arrays(message.content)),
                 run_id=request.run_id,

@@ -4,6 +4,10 @@ A reply may hold the model's arrays (with the shapes the district sent), aggrega
 allow-listed keys, and the school's status. Anything else — another record, an unknown key, a
 text where a number belongs — is not sent: the reply is replaced by an error that says what was
 stopped. Fail closed.
+
+A reply to a SecAgg+ training message may hold only SecAgg+'s own keys (public keys, encrypted
+shares, the masked vector, key shares), the school's status and aggregate metrics beside them,
+and no unmasked array at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.serde import recorddict_to_proto
 
 from client_node.node import node_audit_log
-from federation import analytics_app, keys
+from federation import analytics_app, keys, secagg
 from privacy.crypto import sha256_hex
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,8 @@ def check_reply(request: Message, reply: Message) -> str | None:
     """Why `reply` may not leave, or None if it may."""
     if reply.has_error():
         return None
+    if secagg.is_secagg_train(request):
+        return _check_secagg_reply(reply)
     content = reply.content
     extra = set(content.keys()) - keys.ALLOWED_RECORDS
     if extra:
@@ -72,6 +78,44 @@ def check_reply(request: Message, reply: Message) -> str | None:
     return None
 
 
+def _check_secagg_reply(reply: Message) -> str | None:
+    content = reply.content
+    extra = set(content.keys()) - secagg.SECAGG_REPLY_RECORDS
+    if extra:
+        return f"record {sorted(extra)[0]!r} is not on the secure-aggregation allow-list"
+    for name, record in content.items():
+        if isinstance(record, ArrayRecord):
+            if len(record) > 0:
+                return f"record {name!r} would send unmasked arrays in a secure-aggregation round"
+        elif name == secagg.SECAGG_RECORD:
+            if not isinstance(record, ConfigRecord):
+                return f"record {name!r} is not a ConfigRecord"
+            unknown = set(record.keys()) - secagg.SECAGG_REPLY_KEYS
+            if unknown:
+                return f"SecAgg+ key {sorted(unknown)[0]!r} is not on the egress allow-list"
+        elif name == secagg.FITRES_METRICS:
+            if not isinstance(record, ConfigRecord):
+                return f"record {name!r} is not a ConfigRecord"
+            for key, value in record.items():
+                if key in keys.STATUS_KEYS:
+                    if not isinstance(value, str):
+                        return "status values must be text"
+                elif key in keys.TRAIN_METRICS:
+                    if not isinstance(value, int | float) or isinstance(value, bool):
+                        return f"metric {key!r} is not a single number"
+                else:
+                    return f"metric {key!r} is not on the egress allow-list"
+        elif name == secagg.FITRES_NUM_EXAMPLES:
+            if not isinstance(record, MetricRecord) or set(record.keys()) != {"num_examples"}:
+                return f"record {name!r} may hold only the weight"
+        elif name == secagg.FITRES_STATUS:
+            if not isinstance(record, ConfigRecord) or set(record.keys()) != {"code", "message"}:
+                return f"record {name!r} may hold only a code and a message"
+        else:
+            return f"record {name!r} has an unexpected type"
+    return None
+
+
 def egress_guard(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower mod: check every reply before it leaves the node."""
     reply = call_next(message, context)
@@ -97,6 +141,13 @@ def audit_egress(node_dir_of: Callable[[Context], Path]) -> Mod:
         status = reply.content.get(keys.STATUS)
         metrics = reply.content.get(keys.METRICS)
         config = message.content.get(keys.CONFIG)
+        extra = {}
+        if secagg.is_secagg_train(message):
+            # status and metrics travel in one record beside the masked vector
+            status = metrics = reply.content.get(secagg.FITRES_METRICS)
+            config = message.content.get(secagg.FITINS_CONFIG)
+            stage = reply.content.get(secagg.SECAGG_RECORD)
+            extra["secagg_keys"] = sorted(stage.keys()) if isinstance(stage, ConfigRecord) else []
         audit.append(
             "egress",
             message_type=kind,
@@ -108,13 +159,14 @@ def audit_egress(node_dir_of: Callable[[Context], Path]) -> Mod:
             status=str(status.get("status", "")) if isinstance(status, ConfigRecord) else "",
             epsilon_spent=(
                 float(metrics["epsilon-spent"])  # type: ignore[arg-type]
-                if isinstance(metrics, MetricRecord) and "epsilon-spent" in metrics
+                if isinstance(metrics, MetricRecord | ConfigRecord) and "epsilon-spent" in metrics
                 else None
             ),
             policy_id=str(status.get("policy-id", "")) if isinstance(status, ConfigRecord) else "",
             policy_version=(
                 str(status.get("policy-version", "")) if isinstance(status, ConfigRecord) else ""
             ),
+            **extra,
         )
         return reply
 

@@ -29,7 +29,7 @@ from client_node.node import NodeConfig, install_policy, write_family_tables, wr
 from client_node.table import FamilyTable, validate
 from client_node.training import TrainSettings, evaluate
 from federation.client_app import build_client_app
-from federation.server_app import RunOutcome, RunSettings, build_server_app
+from federation.server_app import RunOutcome, RunSettings, SecAggSettings, build_server_app
 from federation.simulation import run_in_simulation
 from policies.loader import default_policy_path, default_trust_anchor
 from policies.trust import load_trusted_policy
@@ -207,6 +207,9 @@ def simulate(
         target_epsilon=request.epsilon or 0.0,
         train=request.train,
         seed=request.seed,
+        secure_aggregation=policy.secure_aggregation_required,
+        # SecAgg+ caps each school's weight at max_weight: at least the largest school
+        secagg=SecAggSettings(max_weight=float(max((len(t) for t in train.values()), default=1))),
     )
     outcomes: list[RunOutcome] = []
     server_app = build_server_app(
@@ -284,6 +287,7 @@ def simulate(
                 "loss": outcome.federated.get(r, {}).get("loss", float("nan")),
                 "pooled_auc": outcome.central.get(r, {}).get("auc", float("nan")),
                 "pooled_accuracy": outcome.central.get(r, {}).get("accuracy", float("nan")),
+                "secagg": outcome.secagg_rounds.get(r),
             }
             for r in range(1, request.rounds + 1)
         ],
@@ -302,6 +306,7 @@ def simulate(
             "at_risk": int(pooled_test.labels.sum()),
             "schools": len(eligible),
         },
+        "secure_aggregation": _secagg_report(settings, outcome),
         "model_saved": outcome.weights is not None,
         "stopped_early": outcome.stopped,
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -328,6 +333,26 @@ def simulate(
     write_report(report, run_dir)
     write_report(report, out)
     return report
+
+
+def _secagg_report(settings: RunSettings, outcome: RunOutcome) -> dict:
+    """Whether training rounds used SecAgg+, with its parameters and the rounds it failed."""
+    if not outcome.secure_aggregation:
+        return {"on": False}
+    s = settings.secagg
+    return {
+        "on": True,
+        "protocol": "SecAgg+ (Flower SecAggPlusWorkflow + secaggplus_mod)",
+        "reconstruction_threshold": s.reconstruction_threshold,
+        "num_shares": s.num_shares,
+        "update_bound": s.update_bound,
+        "clipping_range": s.clipping_range,
+        "quantization_range": s.quantization_range,
+        "max_weight": s.max_weight,
+        "failed_rounds": {
+            str(r): rec["failed"] for r, rec in outcome.secagg_rounds.items() if rec["failed"]
+        },
+    }
 
 
 def _exports_root(request: SimulationRequest, out: Path, say: Progress) -> Path:

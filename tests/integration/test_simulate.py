@@ -10,12 +10,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from flwr.app import ArrayRecord
+from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.secaggplus_constants import Key
 from flwr.common.serde import recorddict_to_proto
 
 from aggregator.registry import load_model
 from client_node.node import node_audit_log
 from client_node.table import read_table
-from federation import keys
+from federation import keys, secagg
 from privacy.crypto import sha256_hex
 from tests.conftest import current_policy_text, signed_policy
 from tests.integration import capture
@@ -61,6 +64,13 @@ def test_the_report_has_every_round_and_school(first_run):
     assert 0.5 < final["centralized"]["auc"] <= 1
     assert final["local_only"]["auc_mean"] is not None
     assert (out / "report.md").read_text().startswith("# SchoolFed run")
+    # the district policy requires SecAgg+, and the report says it was on
+    assert on_disk["secure_aggregation"]["on"] is True
+    assert on_disk["secure_aggregation"]["max_weight"] == 120
+    assert [r["secagg"] for r in on_disk["rounds"]] == [
+        {"schools": 3, "trained": 3, "dropped": 0, "clipped_share": 0.0, "failed": ""}
+    ] * 2
+    assert "Secure aggregation: **on** (Flower's SecAgg+)" in (out / "report.md").read_text()
     assert (out / "auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     weights, features, meta = load_model(out / "model.npz")
     assert weights["weight"].shape == (1, len(features)) and meta["rounds"] == 2
@@ -82,7 +92,8 @@ def test_every_school_stays_within_budget_and_its_epsilon_recomputes(first_run):
 
 def test_nothing_a_client_sends_carries_a_family(first_run):
     out, _, messages = first_run
-    assert len(messages) == len(SCHOOLS) * 2 * 2  # train + evaluate, 2 rounds
+    # the district policy requires SecAgg+: 4 protocol stages + evaluate, 2 rounds
+    assert len(messages) == len(SCHOOLS) * 2 * (4 + 1)
     raw = pd.read_csv("simulations/datasets/data/nhes-2019-pfi/CuratedData.csv", usecols=["BASMID"])
     family_ids: list[str] = []
     rows: list[np.ndarray] = []
@@ -105,28 +116,38 @@ def test_nothing_a_client_sends_carries_a_family(first_run):
         form for b in basmids
         for form in (str(b).encode(), np.int64(b).tobytes(), np.float64(b).tobytes())
     ]  # fmt: skip
+    masked = 0
     for data, message in messages:
         assert not message.has_error()
-        assert set(message.content.keys()) <= {keys.ARRAYS, keys.METRICS, keys.STATUS}
         assert not any(form in data for form in raw_forms)
         for fid in family_ids:
             assert fid.encode() not in data
         for row in rows:
             assert row.astype(np.float32).tobytes() not in data
             assert row.astype(np.float64).tobytes() not in data
+        if secagg.SECAGG_RECORD in message.content:  # a SecAgg+ stage: no unmasked array
+            assert set(message.content.keys()) <= secagg.SECAGG_REPLY_RECORDS
+            assert all(len(r) == 0 for r in message.content.values() if isinstance(r, ArrayRecord))
+            stage = message.content[secagg.SECAGG_RECORD]
+            if Key.MASKED_PARAMETERS not in stage:
+                continue
+            masked += 1
+            plain = message.content[secagg.FITRES_METRICS]
+            assert set(plain.keys()) == keys.TRAIN_METRICS | keys.STATUS_KEYS
+            n_train, _ = sizes[plain["school-id"]]
+            assert plain[keys.NUM_EXAMPLES] == n_train
+            assert message.content[secagg.FITRES_NUM_EXAMPLES]["num_examples"] == n_train
+            vector = [bytes_to_ndarray(b) for b in stage[Key.MASKED_PARAMETERS]]
+            assert [v.shape for v in vector] == [(1,), (1, len(rows[0])), (1,), (1,)]
+            continue
+        assert set(message.content.keys()) <= {keys.ARRAYS, keys.METRICS, keys.STATUS}
         status = message.content[keys.STATUS]
         n_train, n_test = sizes[status["school-id"]]
         metrics = message.content[keys.METRICS]
-        if keys.ARRAYS in message.content:
-            assert set(metrics.keys()) == keys.TRAIN_METRICS
-            assert metrics[keys.NUM_EXAMPLES] == n_train
-            assert {k: tuple(v.shape) for k, v in message.content[keys.ARRAYS].items()} == {
-                "weight": (1, len(rows[0])),
-                "bias": (1,),
-            }
-        else:
-            assert set(metrics.keys()) == keys.EVALUATE_METRICS
-            assert metrics[keys.NUM_EXAMPLES] == n_test
+        assert keys.ARRAYS not in message.content
+        assert set(metrics.keys()) == keys.EVALUATE_METRICS
+        assert metrics[keys.NUM_EXAMPLES] == n_test
+    assert masked == len(SCHOOLS) * 2
 
 
 def ray_processes() -> set[int]:
@@ -144,13 +165,18 @@ def test_every_school_audit_log_verifies_and_records_what_left(first_run, policy
         log = node_audit_log(out / "nodes" / school)
         assert log.verify().ok
         egress = [e["data"] for e in log.entries() if e["kind"] == "egress"]
-        assert [e["message_type"] for e in egress] == ["train", "evaluate"] * 2
+        # SecAgg+: four training stages (keys, shares, masked vector, unmasking shares)
+        assert [e["message_type"] for e in egress] == (["train"] * 4 + ["evaluate"]) * 2
+        # every reply with a status names its policy (key-exchange stages carry no status)
         assert all(
-            e["policy_id"] == "district-default" and e["policy_version"] == "1" for e in egress
+            e["policy_id"] == "district-default" and e["policy_version"] == "1"
+            for e in egress
+            if e["status"]
         )
+        assert sum(1 for e in egress if e["status"]) == 2 * 2  # masked vector + evaluate
         sent = {sha256_hex(recorddict_to_proto(m.content).SerializeToString()) for _, m in messages}
         assert {e["sha256"] for e in egress} <= sent  # the log names exactly what was sent
-        trained = [e for e in egress if e["message_type"] == "train"]
+        trained = [e for e in egress if e.get("secagg_keys") == [Key.MASKED_PARAMETERS]]
         assert trained[-1]["epsilon_spent"] == pytest.approx(
             next(s for s in report["schools"] if s["school_id"] == school)["epsilon_spent"]
         )
@@ -184,6 +210,8 @@ def test_running_again_continues_each_ledger_and_refuses_clearly(first_run, poli
         assert school["epsilon_spent"] <= 3.0
         assert school["steps"] == 0
     assert "refused" in result.stdout
+    assert "secure aggregation (SecAgg+): on" in result.stdout
+    assert again["stopped_early"] == "no school can train from round 1 on"
     assert again["final"]["federated"]["auc"] is None  # nothing trained...
     weights, _, meta = load_model(out / "model.npz")
     assert meta["run_id"] == report["run_id"]  # ...so the first run's model is kept
