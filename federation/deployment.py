@@ -108,6 +108,8 @@ class SupernodeSettings(BaseModel):
     public_key: str = certs.NODE_PUB
     runtime_port: int = Field(ge=1, le=65535)
     executor: Literal["warm", "flower"] = "warm"
+    # seconds an idle SuperNode waits before asking the SuperLink again (Flower's: 3)
+    poll_interval: float = Field(default=0.25, gt=0, le=3)
     snapshot_week: int | None = Field(default=None, ge=0)
 
 
@@ -201,6 +203,13 @@ def init_district(
         (district_dir / sub).mkdir(parents=True, exist_ok=True)
     (district_dir / "flwr" / "config.toml").write_text(_flwr_config(settings, made.ca_cert))
     _write_model(district_dir / DISTRICT_FILE, settings)
+    return settings
+
+
+def set_district_features(district_dir: Path, n_features: int) -> DistrictSettings:
+    """Set the model's input width (the schools' family tables decide it)."""
+    settings = read_district(district_dir).model_copy(update={"n_features": n_features})
+    _write_model(Path(district_dir) / DISTRICT_FILE, DistrictSettings.model_validate(settings.model_dump()))
     return settings
 
 
@@ -593,8 +602,13 @@ def start_node(node_dir: Path, *, timeout: float = 60.0, wait: bool = True) -> i
         if not (node_dir / name).is_file():
             raise DeploymentError(f"{node_dir / name}: not found (run schoolfed node init)")
     env = _env(node_dir / "flwr")
+    launcher = (
+        ["flower-supernode"]
+        if settings.poll_interval >= 3
+        else [sys.executable, "-m", "federation.polling", "--poll", str(settings.poll_interval), "--"]
+    )
     cmd = [
-        "flower-supernode",
+        *launcher,
         "--superlink", settings.superlink,
         "--root-certificates", str(node_dir / settings.root_certificates),
         "--auth-supernode-private-key", str(node_dir / settings.private_key),

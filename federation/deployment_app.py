@@ -24,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 from aggregator.registry import save_model
 from aggregator.report import write_report
 from federation.errors import DeploymentError
+from federation.polling import PromptGrid, pull_modules, quick_pulls
 from federation.server_app import RunOutcome, RunSettings, build_server_app
 from policies.trust import load_trusted_policy
 
@@ -156,6 +157,7 @@ def deployment_report(
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
+    quick_pulls(pull_modules()["serverapp"])
     flower_run_id = int(context.run_id)
     district, settings = settings_from_config(_config(context), flower_run_id=flower_run_id)
     runs = district / "runs"
@@ -188,7 +190,7 @@ def main(grid: Grid, context: Context) -> None:
     outcomes: list[RunOutcome] = []
     say(f"run {settings.run_id}: waiting for {settings.num_schools} schools")
     inner = build_server_app(settings, on_done=outcomes.append, on_round=on_round)
-    inner(grid, context)
+    inner(PromptGrid(grid, poll=0.1), context)
     outcome = outcomes[0]
     report = deployment_report(
         outcome=outcome,
