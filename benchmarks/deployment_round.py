@@ -6,8 +6,8 @@ One synthetic district (3 schools), two copies of it: the simulation runs `simul
 schools' exports; the deployment runs the local district (one SuperLink, three SuperNodes with
 TLS and authentication, each with the long-running ClientApp executor). Round 1 carries start-up
 (Ray, the ServerApp process, the noise calibration), so the figures are the mean of rounds 2..R.
-The ClientApp's share is each round's slowest school's ClientApp time (open the node, train,
-evaluate; from the executors' logs) over the round's wall time.
+The ClientApp's share is each round's slowest school's ClientApp time (open the node, evaluate
+the previous round's model, train; from the executors' logs) over the round's wall time.
 """
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ def main() -> None:
             report = dep.wait_run(district.district_dir, run, timeout=900)
         deploy = [r["seconds"] for r in report["rounds"]]
         apps = clientapp_seconds(list(district.node_dirs.values()))
-        # exchange 2r-2 is round r's training, 2r-1 its evaluation
-        app_per_round = [
-            max(a[2 * i] + a[2 * i + 1] for a in apps if len(a) > 2 * i + 1)
-            for i in range(args.rounds)
-        ]
+        # one exchange per round (the training request also evaluates the previous round's
+        # model) and a last evaluation exchange: round r's ClientApp work is task r-1, plus
+        # the last evaluation for the last round
+        app_per_round = [max(a[i] for a in apps if len(a) > i) for i in range(args.rounds)]
+        app_per_round[-1] += max((a[args.rounds] for a in apps if len(a) > args.rounds), default=0)
+        print(f"exchanges: {report.get('exchanges')}")
         sim_mean = statistics.mean(sim[1:])
         dep_mean = statistics.mean(deploy[1:])
         app_mean = statistics.mean(app_per_round[1:])

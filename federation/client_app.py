@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
-from client_node.training import TrainSettings
+from client_node.training import Evaluation, TrainSettings
 from federation import keys
 from federation.egress import audit_egress, egress_guard
 from policies.errors import PolicyError
@@ -42,6 +42,7 @@ class TrainRequest(BaseModel):
     learning_rate: float = Field(gt=0, allow_inf_nan=False)
     momentum: float = Field(ge=0, lt=1)
     seed: int | None = None
+    evaluate_first: bool = False
 
     @classmethod
     def from_record(cls, record: object) -> TrainRequest:
@@ -103,9 +104,21 @@ def _status(
     )
 
 
-def _train_reply(outcome: RoundOutcome, node: SchoolNode) -> RecordDict:
+def _evaluation_metrics(result: Evaluation, prefix: str = "") -> dict[str, int | float]:
+    return {
+        prefix + keys.NUM_EXAMPLES: result.n,
+        prefix + "loss": result.loss,
+        prefix + "accuracy": result.accuracy,
+        prefix + "auc": result.auc if math.isfinite(result.auc) else -1.0,
+    }
+
+
+def _train_reply(
+    outcome: RoundOutcome, node: SchoolNode, evaluation: Evaluation | None = None
+) -> RecordDict:
     metrics = MetricRecord(
         {
+            **(_evaluation_metrics(evaluation, keys.EVAL_PREFIX) if evaluation else {}),
             keys.NUM_EXAMPLES: outcome.n_families,
             "epsilon-spent": outcome.epsilon_spent,
             "epsilon-budget": outcome.epsilon_budget,
@@ -144,8 +157,14 @@ def build_client_app(
         try:
             request = TrainRequest.from_record(message.content.get(keys.CONFIG))
             node = SchoolNode(node_dir)
+            incoming = arrays_to_weights(_arrays(message.content))
+            evaluation = (  # last round's model, on this school's held-out families
+                node.evaluate(weights=incoming)
+                if request.evaluate_first and request.server_round > 1
+                else None
+            )
             outcome = node.train_round(
-                weights=arrays_to_weights(_arrays(message.content)),
+                weights=incoming,
                 run_id=request.run_id,
                 server_round=request.server_round,
                 planned_rounds=request.planned_rounds,
@@ -155,7 +174,7 @@ def build_client_app(
             )
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
-        return Message(_train_reply(outcome, node), reply_to=message)
+        return Message(_train_reply(outcome, node, evaluation), reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -170,14 +189,7 @@ def build_client_app(
                 node.school_id, RoundStatus.EXCLUDED, "below the minimum school size", node
             )
             return Message(RecordDict({keys.STATUS: status}), reply_to=message)
-        metrics = MetricRecord(
-            {
-                keys.NUM_EXAMPLES: result.n,
-                "loss": result.loss,
-                "accuracy": result.accuracy,
-                "auc": result.auc if math.isfinite(result.auc) else -1.0,
-            }
-        )
+        metrics = MetricRecord(_evaluation_metrics(result))
         status = _status(node.school_id, RoundStatus.TRAINED, "", node)
         return Message(RecordDict({keys.METRICS: metrics, keys.STATUS: status}), reply_to=message)
 

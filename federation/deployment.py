@@ -109,7 +109,7 @@ class SupernodeSettings(BaseModel):
     runtime_port: int = Field(ge=1, le=65535)
     executor: Literal["warm", "flower"] = "warm"
     # seconds an idle SuperNode waits before asking the SuperLink again (Flower's: 3)
-    poll_interval: float = Field(default=0.25, gt=0, le=3)
+    poll_interval: float = Field(default=0.1, gt=0, le=3)
     snapshot_week: int | None = Field(default=None, ge=0)
 
 
@@ -692,6 +692,7 @@ class RunRequest:
     seed: int | None = None
     secure_aggregation: bool = False
     round_timeout: float | None = None
+    evaluate_in_train: bool = True  # one exchange per round (FusedSchoolFedAvg)
 
 
 def start_run(district_dir: Path, request: RunRequest) -> int:
@@ -710,6 +711,7 @@ def start_run(district_dir: Path, request: RunRequest) -> int:
         "schoolfed-run-id": request.run_id,
         "seed": -1 if request.seed is None else request.seed,
         "secure-aggregation": request.secure_aggregation,
+        "evaluate-in-train": request.evaluate_in_train,
     }
     overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
     result = _flwr(

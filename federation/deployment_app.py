@@ -57,6 +57,7 @@ def settings_from_config(config: dict, *, flower_run_id: int) -> tuple[Path, Run
         "target_epsilon": float(config.get("target-epsilon", 0.0)),
         "seed": None if seed < 0 else seed,
         "round_timeout": float(config.get("round-timeout", 600.0)),
+        "evaluate_in_train": bool(config.get("evaluate-in-train", True)),
     }
     if bool(config.get("secure-aggregation", False)):
         if "secure_aggregation" not in {f.name for f in dataclasses.fields(RunSettings)}:
@@ -120,6 +121,7 @@ def deployment_report(
             "seed": settings.seed,
             "round_timeout": settings.round_timeout,
             "secure_aggregation": bool(getattr(settings, "secure_aggregation", False)),
+            "evaluate_in_train": settings.evaluate_in_train,
             **dataclasses.asdict(settings.train),
         },
         "rounds": [
@@ -190,7 +192,8 @@ def main(grid: Grid, context: Context) -> None:
     outcomes: list[RunOutcome] = []
     say(f"run {settings.run_id}: waiting for {settings.num_schools} schools")
     inner = build_server_app(settings, on_done=outcomes.append, on_round=on_round)
-    inner(PromptGrid(grid, poll=0.1), context)
+    prompt = PromptGrid(grid, poll=0.1)
+    inner(prompt, context)
     outcome = outcomes[0]
     report = deployment_report(
         outcome=outcome,
@@ -200,6 +203,17 @@ def main(grid: Grid, context: Context) -> None:
         wall_seconds=time.monotonic() - started,
         round_seconds=round_seconds,
     )
+    report["exchanges"] = [
+        {
+            "at": round(e["began"] - started, 2),
+            "push": round(e["push"], 2),
+            "replies": round(e["replies"], 2),
+            "sent": int(e["sent"]),
+            "received": int(e["received"]),
+        }
+        for e in prompt.exchanges
+        if e["sent"]
+    ]
     run_dir = runs / settings.run_id
     if outcome.weights is not None:
         for folder in (run_dir, district):

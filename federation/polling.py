@@ -39,6 +39,8 @@ class PromptGrid(Grid):
     def __init__(self, grid: Grid, *, poll: float = 0.1) -> None:
         self._grid = grid
         self.poll = poll
+        # one entry per exchange: when it began, seconds to push, seconds until the last reply
+        self.exchanges: list[dict[str, float]] = []
 
     def set_run(self, run: Any) -> None:
         self._grid.set_run(run)
@@ -66,7 +68,13 @@ class PromptGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         """Push, then pull until every reply is in or `timeout` has passed (Flower's loop)."""
+        messages = list(messages)
+        if not messages:
+            return []
+        began = time.monotonic()
         pending = set(self.push_messages(messages))
+        pushed = time.monotonic()
+        sent = len(pending)
         end = time.time() + (timeout if timeout is not None else 0.0)
         replies: list[Message] = []
         while timeout is None or time.time() < end:
@@ -76,6 +84,15 @@ class PromptGrid(Grid):
             if not pending:
                 break
             time.sleep(self.poll)
+        self.exchanges.append(
+            {
+                "began": began,
+                "push": pushed - began,
+                "replies": time.monotonic() - pushed,
+                "sent": sent,
+                "received": len(replies),
+            }
+        )
         return replies
 
     def __getattr__(self, name: str) -> Any:
@@ -165,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("this Flower's SuperNode cannot take a shorter poll; use flower-supernode")
     _supernode_module().time = _CappedSleep(cap)  # type: ignore[attr-defined]
     quick_pulls(_supernode_module())
+    from flwr.supercore.logger import console_handler
     from flwr.supernode.cli import flower_supernode
+
+    console_handler.timestamps = True  # the log says when each message came and went
 
     sys.argv = ["flower-supernode", *args[3:]]
     flower_supernode()

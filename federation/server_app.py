@@ -16,7 +16,7 @@ from client_node.model import build_model, get_weights
 from client_node.training import TrainSettings
 from federation import keys
 from federation.client_app import arrays_to_weights, weights_to_arrays
-from federation.strategy import SchoolFedAvg, SchoolStatus
+from federation.strategy import FusedSchoolFedAvg, SchoolFedAvg, SchoolStatus
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class RunSettings:
     train: TrainSettings = field(default_factory=TrainSettings)
     seed: int | None = None
     round_timeout: float = 600.0
+    # deployment: evaluation rides on the next round's training request (FusedSchoolFedAvg)
+    evaluate_in_train: bool = False
 
 
 @dataclass
@@ -60,6 +62,8 @@ def train_config(settings: RunSettings) -> ConfigRecord:
     }
     if settings.seed is not None:
         config[keys.SEED] = settings.seed
+    if settings.evaluate_in_train:
+        config[keys.EVALUATE_FIRST] = True
     return ConfigRecord(config)
 
 
@@ -90,7 +94,9 @@ def build_server_app(
                 on_round(server_round, {**federated.get(server_round, {}), **metrics})
             return MetricRecord(dict(metrics))
 
-        strategy = SchoolFedAvg(
+        fused = {"num_rounds": settings.num_rounds} if settings.evaluate_in_train else {}
+        strategy = (FusedSchoolFedAvg if settings.evaluate_in_train else SchoolFedAvg)(
+            **fused,
             on_evaluate=record,
             fraction_train=1.0,
             fraction_evaluate=1.0,

@@ -33,7 +33,7 @@ from pathlib import Path
 import federation  # noqa: F401  (sets the offline environment first)
 
 # Task poll interval of Flower's SuperExec loop (Flower's default: 1 s).
-os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
+os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
 
 log = logging.getLogger(__name__)
 
