@@ -289,6 +289,16 @@ def _env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
+# Children this process started and has not reaped yet (a dropped Popen warns that it runs on).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap() -> None:
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+
+
 def spawn(cmd: list[str], proc: ProcessFile, *, env: dict[str, str], cwd: Path) -> int:
     """Start `cmd` in a new session, its output appended to the log, its pid in the pid file."""
     if proc.running():
@@ -310,6 +320,8 @@ def spawn(cmd: list[str], proc: ProcessFile, *, env: dict[str, str], cwd: Path) 
             break
         time.sleep(0.01)
     proc.pid_file.write_text(f"{child.pid} {started}\n")
+    _reap()
+    _CHILDREN[child.pid] = child
     return child.pid
 
 
@@ -331,6 +343,10 @@ def stop(proc: ProcessFile, *, grace: float = 10.0) -> bool:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p, signal.SIGKILL)
     proc.pid_file.unlink(missing_ok=True)
+    if (child := _CHILDREN.pop(pid, None)) is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+    _reap()
     return True
 
 
