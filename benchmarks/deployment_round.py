@@ -72,9 +72,7 @@ def main() -> None:
             seed=args.seed,
         )
         district = build_local_district(request)
-        sim = simulation_rounds(
-            root / "deploy" / "exports", root / "sim", args.rounds, args.seed
-        )
+        sim = simulation_rounds(root / "deploy" / "exports", root / "sim", args.rounds, args.seed)
         with running(district):
             run = dep.start_run(
                 district.district_dir, dep.RunRequest(rounds=args.rounds, seed=args.seed)

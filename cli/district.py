@@ -84,7 +84,9 @@ def _up(args: argparse.Namespace, console: Console) -> int:
 
     with console.status("starting flower-superlink"):
         settings = district_up(args.dir)
-    console.print(f"SuperLink up on {settings.host}:{settings.port} (TLS, SuperNode authentication)")
+    console.print(
+        f"SuperLink up on {settings.host}:{settings.port} (TLS, SuperNode authentication)"
+    )
     return 0
 
 
@@ -113,7 +115,9 @@ def _print_report(report: dict, console: Console) -> None:
     from aggregator.report import fmt
 
     for r in report["rounds"]:
-        console.print(f"round {r['round']}: federated AUC {fmt(r['auc'])} ({fmt(r.get('seconds'), 1)} s)")
+        console.print(
+            f"round {r['round']}: federated AUC {fmt(r['auc'])} ({fmt(r.get('seconds'), 1)} s)"
+        )
     for s in report["schools"]:
         reason = f": {s['reason']}" if s["reason"] else ""
         console.print(

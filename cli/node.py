@@ -178,7 +178,11 @@ def _register(args: argparse.Namespace, console: Console) -> int:
     public_key = args.node_dir / "node.pub"
     if args.district is None:
         console.print("the district registers this node with:", highlight=False)
-        console.print(register_command(district_dir=Path("DISTRICT_DIR"), public_key=public_key), markup=False, highlight=False)
+        console.print(
+            register_command(district_dir=Path("DISTRICT_DIR"), public_key=public_key),
+            markup=False,
+            highlight=False,
+        )
         return 0
     node_id = register_node(district_dir=args.district, public_key=public_key)
     console.print(f"registered: SuperNode {node_id}")

@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from client_node.errors import NodeError
-from client_node.features import NOT_FEATURES, LabelRule, StoreFrames, features_at, training_snapshot
+from client_node.features import (
+    NOT_FEATURES,
+    LabelRule,
+    StoreFrames,
+    features_at,
+    training_snapshot,
+)
 from client_node.node import read_node_config
 from client_node.store import STORE_FILE, Store
 from client_node.table import LABEL, write_table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -104,7 +105,7 @@ def _status(
     )
 
 
-def _evaluation_metrics(result: Evaluation, prefix: str = "") -> dict[str, int | float]:
+def _evaluation_metrics(result: Evaluation, prefix: str = "") -> dict[str, Any]:
     return {
         prefix + keys.NUM_EXAMPLES: result.n,
         prefix + "loss": result.loss,

@@ -209,7 +209,9 @@ def init_district(
 def set_district_features(district_dir: Path, n_features: int) -> DistrictSettings:
     """Set the model's input width (the schools' family tables decide it)."""
     settings = read_district(district_dir).model_copy(update={"n_features": n_features})
-    _write_model(Path(district_dir) / DISTRICT_FILE, DistrictSettings.model_validate(settings.model_dump()))
+    _write_model(
+        Path(district_dir) / DISTRICT_FILE, DistrictSettings.model_validate(settings.model_dump())
+    )
     return settings
 
 
@@ -354,11 +356,15 @@ def _wait_port(host: str, port: int, proc: ProcessFile, *, timeout: float, what:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.running():
-            raise DeploymentError(f"{what} exited on start; its log ({proc.log_file}) ends:\n{proc.log_tail()}")
+            raise DeploymentError(
+                f"{what} exited on start; its log ({proc.log_file}) ends:\n{proc.log_tail()}"
+            )
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.2)
-    raise DeploymentError(f"{what} did not listen on {host}:{port} within {timeout:g} s ({proc.log_file})")
+    raise DeploymentError(
+        f"{what} did not listen on {host}:{port} within {timeout:g} s ({proc.log_file})"
+    )
 
 
 # --- district ------------------------------------------------------------------------------
@@ -380,7 +386,10 @@ def district_up(district_dir: Path, *, timeout: float = 60.0) -> DistrictSetting
     for name in (certs.CA_CERT, certs.SUPERLINK_CERT, certs.SUPERLINK_KEY):
         if not (cert_dir / name).is_file():
             raise DeploymentError(f"{cert_dir / name}: not found (run schoolfed district init)")
-    with contextlib.suppress(OSError), socket.create_connection((settings.host, settings.port), 0.5):
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((settings.host, settings.port), 0.5),
+    ):
         raise DeploymentError(
             f"port {settings.port} on {settings.host} is already in use; set another port in "
             f"{district_dir / DISTRICT_FILE}"
@@ -410,7 +419,9 @@ def district_down(district_dir: Path) -> bool:
     return stop(superlink_process(district_dir))
 
 
-def _flwr(args: list[str], *, district_dir: Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def _flwr(
+    args: list[str], *, district_dir: Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     district_dir = Path(district_dir).resolve()
     try:
         return subprocess.run(
@@ -449,7 +460,10 @@ class SuperNodeInfo:
 
 def supernodes(district_dir: Path) -> list[SuperNodeInfo]:
     """The SuperNodes the SuperLink knows (registered, online or offline)."""
-    data = _json_of(_flwr(["supernode", "list", CONNECTION, "--format", "json"], district_dir=district_dir), "flwr supernode list")
+    data = _json_of(
+        _flwr(["supernode", "list", CONNECTION, "--format", "json"], district_dir=district_dir),
+        "flwr supernode list",
+    )
     nodes = data.get("nodes", [])
     return [
         SuperNodeInfo(
@@ -465,7 +479,14 @@ def register_node(*, district_dir: Path, public_key: Path, name: str | None = No
     """Register a SuperNode's public key with the district's SuperLink; its node id."""
     if not Path(public_key).is_file():
         raise DeploymentError(f"{public_key}: not found (run schoolfed node init first)")
-    args = ["supernode", "register", str(Path(public_key).resolve()), CONNECTION, "--format", "json"]
+    args = [
+        "supernode",
+        "register",
+        str(Path(public_key).resolve()),
+        CONNECTION,
+        "--format",
+        "json",
+    ]
     if name:
         args += ["--name", name]
     data = _json_of(_flwr(args, district_dir=district_dir), "flwr supernode register")
@@ -612,7 +633,9 @@ def start_node(node_dir: Path, *, timeout: float = 60.0, wait: bool = True) -> i
     settings = read_supernode(node_dir)
     proc, exe = supernode_process(node_dir), executor_process(node_dir)
     if proc.running():
-        raise DeploymentError(f"the node in {node_dir} is already running (pid {proc.pid()}); stop it first")
+        raise DeploymentError(
+            f"the node in {node_dir} is already running (pid {proc.pid()}); stop it first"
+        )
     stop(exe)  # an executor left from a SuperNode that died
     for name in (settings.root_certificates, settings.private_key):
         if not (node_dir / name).is_file():
@@ -621,7 +644,14 @@ def start_node(node_dir: Path, *, timeout: float = 60.0, wait: bool = True) -> i
     launcher = (
         ["flower-supernode"]
         if settings.poll_interval >= 3
-        else [sys.executable, "-m", "federation.polling", "--poll", str(settings.poll_interval), "--"]
+        else [
+            sys.executable,
+            "-m",
+            "federation.polling",
+            "--poll",
+            str(settings.poll_interval),
+            "--",
+        ]
     )
     cmd = [
         *launcher,
@@ -640,9 +670,13 @@ def start_node(node_dir: Path, *, timeout: float = 60.0, wait: bool = True) -> i
     if settings.executor == Executor.WARM:
         spawn(
             [
-                sys.executable, "-m", "federation.warm_executor",
-                "--runtime-api-address", f"127.0.0.1:{settings.runtime_port}",
-                "--parent-pid", str(pid),
+                sys.executable,
+                "-m",
+                "federation.warm_executor",
+                "--runtime-api-address",
+                f"127.0.0.1:{settings.runtime_port}",
+                "--parent-pid",
+                str(pid),
             ],  # fmt: skip
             exe,
             env=env,
@@ -716,7 +750,9 @@ def start_run(district_dir: Path, request: RunRequest) -> int:
     district_dir = Path(district_dir).resolve()
     settings = read_district(district_dir)
     if not superlink_process(district_dir).running():
-        raise DeploymentError(f"the district in {district_dir} is not up (schoolfed district up --dir {district_dir})")
+        raise DeploymentError(
+            f"the district in {district_dir} is not up (schoolfed district up --dir {district_dir})"
+        )
     config = {
         "district-dir": str(district_dir),
         "num-rounds": request.rounds,
@@ -743,7 +779,10 @@ def start_run(district_dir: Path, request: RunRequest) -> int:
 def run_status(district_dir: Path, run_id: int) -> str:
     """Flower's status of a run, e.g. 'pending', 'running', 'finished:completed'."""
     data = _json_of(
-        _flwr(["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], district_dir=district_dir),
+        _flwr(
+            ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+            district_dir=district_dir,
+        ),
         "flwr list",
     )
     runs = data.get("runs", [])
@@ -751,7 +790,12 @@ def run_status(district_dir: Path, run_id: int) -> str:
 
 
 def wait_run(
-    district_dir: Path, run_id: int, *, timeout: float, progress: Progress | None = None, poll: float = 1.0
+    district_dir: Path,
+    run_id: int,
+    *,
+    timeout: float,
+    progress: Progress | None = None,
+    poll: float = 1.0,
 ) -> dict:
     """Wait for the run's report (the ServerApp writes it); the report as a dict."""
     district_dir = Path(district_dir).resolve()

@@ -221,7 +221,11 @@ def main(grid: Grid, context: Context) -> None:
                 folder / "model.npz",
                 outcome.weights,
                 feature_names=[f"x{i}" for i in range(settings.n_features)],
-                metadata={"run_id": settings.run_id, "dataset": "deployment", "rounds": settings.num_rounds},
+                metadata={
+                    "run_id": settings.run_id,
+                    "dataset": "deployment",
+                    "rounds": settings.num_rounds,
+                },
             )
     write_report(report, run_dir)
     write_report(report, district)

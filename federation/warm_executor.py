@@ -142,12 +142,16 @@ class InProcessExecutor:
     def busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
 
-    def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):  # type: ignore[no-untyped-def]
+    def get_eligible_capacity(
+        self, supported_task_types, *, insecure=False, root_certificates_path=None
+    ):  # type: ignore[no-untyped-def]
         del insecure, root_certificates_path
         # one task at a time (a SuperNode hands out one message at a time anyway)
         return (set() if self.busy() else supported_task_types), set()
 
-    def wait_for_capacity(self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None):  # type: ignore[no-untyped-def]
+    def wait_for_capacity(
+        self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None
+    ):  # type: ignore[no-untyped-def]
         del task_type, fab_hash, insecure, root_certificates_path
 
     def launch(self, spec):  # type: ignore[no-untyped-def]

@@ -67,7 +67,9 @@ def build_local_district(
     say = progress or (lambda _m: None)
     out = Path(request.out).resolve()
     if (out / "district" / dep.DISTRICT_FILE).exists():
-        raise SimulationError(f"--out {out}: a local district is already there; choose a new folder")
+        raise SimulationError(
+            f"--out {out}: a local district is already there; choose a new folder"
+        )
     if request.schools < 1 or request.families < 1 or request.rounds < 1:
         raise SimulationError("schools, families and rounds must each be at least 1")
     policy = Path(request.policy) if request.policy else default_policy_path()
@@ -116,7 +118,9 @@ def build_local_district(
 
 
 @contextlib.contextmanager
-def running(district: LocalDistrict, *, progress: Progress | None = None) -> Iterator[LocalDistrict]:
+def running(
+    district: LocalDistrict, *, progress: Progress | None = None
+) -> Iterator[LocalDistrict]:
     """SuperLink up, every school registered and started; all stopped on the way out."""
     say = progress or (lambda _m: None)
     try:
