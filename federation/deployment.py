@@ -745,10 +745,24 @@ class RunRequest:
     evaluate_in_train: bool = True  # one exchange per round (FusedSchoolFedAvg)
 
 
+def secure_aggregation_available() -> bool:
+    """Does the ServerApp support SecAgg+ (RunSettings.secure_aggregation)?"""
+    from dataclasses import fields
+
+    from federation.server_app import RunSettings
+
+    return "secure_aggregation" in {f.name for f in fields(RunSettings)}
+
+
 def start_run(district_dir: Path, request: RunRequest) -> int:
     """Submit a run with `flwr run`; Flower's run id."""
     district_dir = Path(district_dir).resolve()
     settings = read_district(district_dir)
+    if request.secure_aggregation and not secure_aggregation_available():
+        raise DeploymentError(
+            "--secure-aggregation is not available in this build (RunSettings has no "
+            "secure_aggregation); run without it"
+        )
     if not superlink_process(district_dir).running():
         raise DeploymentError(
             f"the district in {district_dir} is not up (schoolfed district up --dir {district_dir})"
