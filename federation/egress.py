@@ -34,7 +34,7 @@ def check_reply(request: Message, reply: Message) -> str | None:
     if extra:
         return f"record {sorted(extra)[0]!r} is not on the egress allow-list"
     allowed_metrics = (
-        keys.TRAIN_METRICS
+        keys.TRAIN_METRICS | keys.TRAIN_EVALUATION_METRICS
         if request.metadata.message_type.startswith("train")
         else keys.EVALUATE_METRICS
     )

@@ -38,6 +38,6 @@ TRAIN_METRICS = frozenset(
 EVALUATE_METRICS = frozenset({NUM_EXAMPLES, "loss", "accuracy", "auc"})
 # The evaluation of the incoming model, in a training reply (EVALUATE_FIRST): the same figures.
 EVAL_PREFIX = "eval-"
-TRAIN_METRICS = TRAIN_METRICS | {EVAL_PREFIX + k for k in EVALUATE_METRICS}
+TRAIN_EVALUATION_METRICS = frozenset(EVAL_PREFIX + k for k in EVALUATE_METRICS)
 STATUS_KEYS = frozenset({"school-id", "status", "reason", "policy-id", "policy-version"})
 ALLOWED_RECORDS = frozenset({ARRAYS, METRICS, STATUS})

@@ -70,8 +70,23 @@ def district(tmp_path_factory, officer):
     assert _processes_under(root / "local") == []  # nothing outlives the district
 
 
-def test_three_schools_train_two_rounds_and_the_district_writes_the_report(district):
+def test_three_schools_train_two_rounds_one_restarted_between_them_and_the_district_reports(
+    district,
+):
+    restarted_school = sorted(district.node_dirs)[1]
+    node_dir = district.node_dirs[restarted_school]
     run = dep.start_run(district.district_dir, dep.RunRequest(rounds=ROUNDS, target_epsilon=1.0))
+    progress = district.district_dir / "runs" / f"flwr-{run}.progress"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if progress.is_file() and "round 1:" in progress.read_text():
+            break  # round 1 trained and evaluated: restart one school before round 2 reaches it
+        time.sleep(0.1)
+    else:
+        pytest.fail("round 1 did not finish")
+    assert dep.stop_node(node_dir)
+    assert dep.node_state(node_dir) == dep.NodeState.STOPPED
+    dep.start_node(node_dir)
     report = dep.wait_run(district.district_dir, run, timeout=300)
 
     assert report["flower_run_id"] == run
@@ -80,10 +95,12 @@ def test_three_schools_train_two_rounds_and_the_district_writes_the_report(distr
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0
     assert sorted(s["school_id"] for s in report["schools"]) == sorted(district.node_dirs)
     assert report["schools_missing"] == 0
-    for s in report["schools"]:
+    for s in report["schools"]:  # the restarted school too
         assert (s["status"], s["rounds_trained"]) == ("trained", ROUNDS)
-        history = _history(district.node_dirs[s["school_id"]])
-        assert len(history) == ROUNDS
+        node = district.node_dirs[s["school_id"]]
+        spends = _spends(node)
+        assert sorted(spends) == [(report["run_id"], 1), (report["run_id"], 2)]  # each once
+        history = _history(node)
         # ε recomputed from the school's own ledger with Opacus' RDP analysis
         assert s["epsilon_spent"] == pytest.approx(epsilon_of(history, delta=s["delta"]), rel=1e-9)
         assert 0 < s["epsilon_spent"] <= 1.0 + 1e-6
@@ -93,30 +110,15 @@ def test_three_schools_train_two_rounds_and_the_district_writes_the_report(distr
     # one exchange per round plus the last evaluation (FusedSchoolFedAvg)
     assert [e["sent"] for e in report["exchanges"]] == [3] * (ROUNDS + 1)
 
-
-def test_a_school_restarted_between_rounds_rejoins_and_no_round_is_charged_twice(district):
-    school = sorted(district.node_dirs)[1]
-    node_dir = district.node_dirs[school]
-    run = dep.start_run(district.district_dir, dep.RunRequest(rounds=ROUNDS, target_epsilon=1.0))
-    progress = district.district_dir / "runs" / f"flwr-{run}.progress"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if progress.is_file() and "round 1:" in progress.read_text():
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("round 1 did not finish")
-    assert dep.stop_node(node_dir)
-    assert dep.node_state(node_dir) == dep.NodeState.STOPPED
-    dep.start_node(node_dir)
-    report = dep.wait_run(district.district_dir, run, timeout=300)
-
-    restarted = next(s for s in report["schools"] if s["school_id"] == school)
-    assert (restarted["status"], restarted["rounds_trained"]) == ("trained", ROUNDS)
-    for node in district.node_dirs.values():
-        spends = _spends(node)
-        assert len(spends) == len(set(spends)) == 2 * ROUNDS  # two runs, each round once
-        assert sorted(n for r, n in spends if r == report["run_id"]) == [1, 2]
+    # the same SchoolFed run submitted again: every school refuses to pay for its rounds twice
+    again = dep.start_run(
+        district.district_dir,
+        dep.RunRequest(rounds=ROUNDS, target_epsilon=1.0, run_id=report["run_id"]),
+    )
+    repeat = dep.wait_run(district.district_dir, again, timeout=300)
+    for s in repeat["schools"]:
+        assert s["status"] == "failed" and "already" in s["reason"]
+        assert len(_spends(district.node_dirs[s["school_id"]])) == ROUNDS
 
 
 def test_an_unregistered_node_is_refused(district, tmp_path):
