@@ -4,7 +4,8 @@
     synth               researchers: a synthetic district of school exports
     policy ...          privacy officers: keygen, sign, verify, lint, explain, diff
     audit ...           privacy officers: verify a node's audit log, report on it
-    node ...            school IT: opt-outs
+    node ...            school IT: ingest, opt-outs, retention; init, register, start, stop
+    district ...        district IT: init, up, status, down, run; local (a whole district here)
     analytics run       district researchers: a DP analytics query answered by every school
 
 Every expected failure (bad option, bad file, bad policy, budget) is shown as one line on
@@ -21,7 +22,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from cli import analytics, audit, node, policy, simulate, synth
+from cli import analytics, audit, district, node, policy, simulate, synth
 
 EXIT_USAGE = 2
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="schoolfed", description="Privacy-preserving federated analytics for schools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (simulate, synth, policy, audit, node, analytics):
+    for module in (simulate, synth, policy, audit, node, district, analytics):
         module.register(sub)
     return parser
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from aggregator.errors import AggregatorError
     from client_node.errors import NodeError
+    from federation.errors import FederationError
     from policies.errors import PolicyError
     from privacy.errors import PrivacyError
     from simulations.errors import SimulationError
@@ -57,7 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         return int(args.handler(args, console))
-    except (SimulationError, PolicyError, PrivacyError, NodeError, AggregatorError) as exc:
+    except (
+        SimulationError,
+        PolicyError,
+        PrivacyError,
+        NodeError,
+        AggregatorError,
+        FederationError,
+    ) as exc:
         # One plain line (no wrapping, no markup): operators grep and paste these.
         print(f"schoolfed {name}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -36,6 +36,45 @@ def register(sub: Any) -> None:
     )
     retention.set_defaults(handler=_retention)
 
+    init = actions.add_parser(
+        "init",
+        help="a node directory for a real deployment: config, school secret, policy, "
+        "the SuperNode's key pair and how to reach the district",
+    )
+    init.add_argument("--node-dir", type=Path, required=True)
+    init.add_argument("--school-id", required=True)
+    init.add_argument(
+        "--district", type=Path, default=None, help="take address, CA and policy from DIR"
+    )
+    init.add_argument("--superlink", default=None, help="HOST:PORT of the district's SuperLink")
+    init.add_argument("--ca-cert", type=Path, default=None, help="the district's ca.crt")
+    init.add_argument("--policy", type=Path, default=None, help="the signed district policy")
+    init.add_argument("--trust-anchor", type=Path, default=None, help="the officer's public key")
+    init.set_defaults(handler=_init)
+
+    reg = actions.add_parser(
+        "register", help="register this node's public key with the district (or print how)"
+    )
+    reg.add_argument("--node-dir", type=Path, required=True)
+    reg.add_argument("--district", type=Path, default=None, help="run it against DIR's SuperLink")
+    reg.set_defaults(handler=_register)
+
+    start = actions.add_parser(
+        "start", help="compute the family tables from the store and start the SuperNode"
+    )
+    start.add_argument("--node-dir", type=Path, required=True)
+    start.add_argument(
+        "--snapshot-week", type=int, default=None, help="week of the records to snapshot at"
+    )
+    start.set_defaults(handler=_start)
+    for name, helptext, handler in (
+        ("stop", "stop the SuperNode and its ClientApp executor", _stop),
+        ("status", "is the SuperNode running and connected", _node_status),
+    ):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--node-dir", type=Path, required=True)
+        p.set_defaults(handler=handler)
+
 
 def _opt_out(args: argparse.Namespace, console: Console) -> int:
     from client_node.errors import NodeError
@@ -94,3 +133,90 @@ def _retention(args: argparse.Namespace, console: Console) -> int:
         console.print(f"{table}: {rows} row(s) deleted ({result.cutoffs[table]})")
     console.print(f"retention: {result.total} row(s) deleted in all; logged in the audit log")
     return 0
+
+
+def _init(args: argparse.Namespace, console: Console) -> int:
+    from federation.deployment import district_node_files, init_node
+    from federation.errors import DeploymentError
+
+    if args.district is not None:
+        superlink, ca, policy, anchor = district_node_files(args.district)
+    else:
+        missing = [
+            flag
+            for flag, value in (
+                ("--superlink", args.superlink),
+                ("--ca-cert", args.ca_cert),
+                ("--policy", args.policy),
+                ("--trust-anchor", args.trust_anchor),
+            )
+            if value is None
+        ]
+        if missing:
+            raise DeploymentError(
+                f"node init needs {', '.join(missing)} (or --district DIR on the district's machine)"
+            )
+        superlink, ca, policy, anchor = args.superlink, args.ca_cert, args.policy, args.trust_anchor
+    settings = init_node(
+        args.node_dir,
+        school_id=args.school_id,
+        superlink=superlink,
+        ca_cert=ca,
+        policy=policy,
+        trust_anchor=anchor,
+    )
+    console.print(
+        f"node {args.school_id} in {args.node_dir}: SuperLink {settings.superlink}; "
+        f"public key {args.node_dir / 'node.pub'} (send it to the district to register)"
+    )
+    return 0
+
+
+def _register(args: argparse.Namespace, console: Console) -> int:
+    from federation.deployment import register_command, register_node
+
+    public_key = args.node_dir / "node.pub"
+    if args.district is None:
+        console.print("the district registers this node with:", highlight=False)
+        console.print(
+            register_command(district_dir=Path("DISTRICT_DIR"), public_key=public_key),
+            markup=False,
+            highlight=False,
+        )
+        return 0
+    node_id = register_node(district_dir=args.district, public_key=public_key)
+    console.print(f"registered: SuperNode {node_id}")
+    return 0
+
+
+def _start(args: argparse.Namespace, console: Console) -> int:
+    from client_node.snapshot import write_tables_from_store
+    from client_node.store import STORE_FILE
+    from federation.deployment import start_node
+
+    if (args.node_dir / STORE_FILE).is_file():
+        tables = write_tables_from_store(args.node_dir, week=args.snapshot_week)
+        console.print(
+            f"family tables at {tables.snapshot}: {tables.train_families} to train on, "
+            f"{tables.test_families} held out"
+        )
+    with console.status("starting the SuperNode"):
+        node_id = start_node(args.node_dir)
+    console.print(f"SuperNode {node_id} connected (TLS, authenticated)")
+    return 0
+
+
+def _stop(args: argparse.Namespace, console: Console) -> int:
+    from federation.deployment import stop_node
+
+    console.print("node stopped" if stop_node(args.node_dir) else "node was not running")
+    return 0
+
+
+def _node_status(args: argparse.Namespace, console: Console) -> int:
+    from federation.deployment import NodeState, node_state, read_supernode
+
+    settings = read_supernode(args.node_dir)
+    state = node_state(args.node_dir)
+    console.print(f"SuperNode: {state} (SuperLink {settings.superlink})")
+    return 0 if state == NodeState.CONNECTED else 1

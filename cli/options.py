@@ -36,3 +36,10 @@ def positive_int(text: str) -> int:
 
 def seed(text: str) -> int:
     return whole_number(text, minimum=0, what="the seed")
+
+
+def port(text: str) -> int:
+    value = whole_number(text, minimum=1, what="the port")
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; a port is 1 to 65535")
+    return value

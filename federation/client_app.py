@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import (
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
-from client_node.training import TrainSettings
+from client_node.training import Evaluation, TrainSettings
 from federation import keys, secagg
 from federation.analytics_app import analytics_reply
 from federation.egress import audit_egress, egress_guard
@@ -65,6 +66,7 @@ class TrainRequest(BaseModel):
     learning_rate: float = Field(gt=0, allow_inf_nan=False)
     momentum: float = Field(ge=0, lt=1)
     seed: int | None = None
+    evaluate_first: bool = False
 
     @classmethod
     def from_record(cls, record: object) -> TrainRequest:
@@ -139,10 +141,25 @@ def _train_metrics(outcome: RoundOutcome) -> dict[str, MetricRecordValues]:
     }
 
 
-def _train_reply(outcome: RoundOutcome, node: SchoolNode) -> RecordDict:
+def _evaluation_metrics(result: Evaluation, prefix: str = "") -> dict[str, Any]:
+    return {
+        prefix + keys.NUM_EXAMPLES: result.n,
+        prefix + "loss": result.loss,
+        prefix + "accuracy": result.accuracy,
+        prefix + "auc": result.auc if math.isfinite(result.auc) else -1.0,
+    }
+
+
+def _train_reply(
+    outcome: RoundOutcome, node: SchoolNode, evaluation: Evaluation | None = None
+) -> RecordDict:
+    metrics = {
+        **(_evaluation_metrics(evaluation, keys.EVAL_PREFIX) if evaluation else {}),
+        **_train_metrics(outcome),
+    }
     content = RecordDict(
         {
-            keys.METRICS: MetricRecord(_train_metrics(outcome)),
+            keys.METRICS: MetricRecord(metrics),
             keys.STATUS: _status(outcome.school_id, outcome.status, outcome.reason, node),
         }
     )
@@ -245,8 +262,14 @@ def build_client_app(
                     _train_reply(node.decline(reason=PLAIN_UPDATE_REFUSED), node),
                     reply_to=message,
                 )
+            incoming = arrays_to_weights(_arrays(message.content))
+            evaluation = (  # last round's model, on this school's held-out families
+                node.evaluate(weights=incoming)
+                if request.evaluate_first and request.server_round > 1
+                else None
+            )
             outcome = node.train_round(
-                weights=arrays_to_weights(_arrays(message.content)),
+                weights=incoming,
                 run_id=request.run_id,
                 server_round=request.server_round,
                 planned_rounds=request.planned_rounds,
@@ -256,7 +279,7 @@ def build_client_app(
             )
         except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
             return Message(_failure(node_dir, exc), reply_to=message)
-        return Message(_train_reply(outcome, node), reply_to=message)
+        return Message(_train_reply(outcome, node, evaluation), reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -271,14 +294,7 @@ def build_client_app(
                 node.school_id, RoundStatus.EXCLUDED, "below the minimum school size", node
             )
             return Message(RecordDict({keys.STATUS: status}), reply_to=message)
-        metrics = MetricRecord(
-            {
-                keys.NUM_EXAMPLES: result.n,
-                "loss": result.loss,
-                "accuracy": result.accuracy,
-                "auc": result.auc if math.isfinite(result.auc) else -1.0,
-            }
-        )
+        metrics = MetricRecord(_evaluation_metrics(result))
         status = _status(node.school_id, RoundStatus.TRAINED, "", node)
         return Message(RecordDict({keys.METRICS: metrics, keys.STATUS: status}), reply_to=message)
 

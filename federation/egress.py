@@ -41,7 +41,7 @@ def check_reply(request: Message, reply: Message) -> str | None:
         return f"record {sorted(extra)[0]!r} is not on the egress allow-list"
     kind = request.metadata.message_type
     if kind.startswith("train"):
-        allowed_metrics = keys.TRAIN_METRICS
+        allowed_metrics = keys.TRAIN_METRICS | keys.TRAIN_EVALUATION_METRICS
     elif kind == analytics_app.MESSAGE_TYPE:
         status = content.get(keys.STATUS)
         school = str(status.get("school-id", "")) if isinstance(status, ConfigRecord) else ""

@@ -18,6 +18,9 @@ BATCH_SIZE = "batch-size"
 LEARNING_RATE = "learning-rate"
 MOMENTUM = "momentum"
 SEED = "seed"  # only in simulations; absent means "seed the noise from the OS"
+# Deployment: evaluate the model the request carries (last round's) before training on it,
+# and send that evaluation with the training reply: one exchange per round instead of two.
+EVALUATE_FIRST = "evaluate-first"
 
 # Analytics queries (`query.analytics` messages): the request travels as JSON text.
 ANALYTICS_ACTION = "analytics"
@@ -37,5 +40,8 @@ TRAIN_METRICS = frozenset(
     }
 )
 EVALUATE_METRICS = frozenset({NUM_EXAMPLES, "loss", "accuracy", "auc"})
+# The evaluation of the incoming model, in a training reply (EVALUATE_FIRST): the same figures.
+EVAL_PREFIX = "eval-"
+TRAIN_EVALUATION_METRICS = frozenset(EVAL_PREFIX + k for k in EVALUATE_METRICS)
 STATUS_KEYS = frozenset({"school-id", "status", "reason", "policy-id", "policy-version"})
 ALLOWED_RECORDS = frozenset({ARRAYS, METRICS, STATUS})

@@ -30,7 +30,7 @@ from federation.secagg_server import (
     current_weights,
     train_config_dict,
 )
-from federation.strategy import SchoolFedAvg, SchoolStatus
+from federation.strategy import FusedSchoolFedAvg, SchoolFedAvg, SchoolStatus
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class RunSettings:
     round_timeout: float = 600.0
     secure_aggregation: bool = False  # the policy's `secure_aggregation_required`
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    # deployment, plain rounds: evaluation rides on the next round's training request
+    evaluate_in_train: bool = False
 
 
 @dataclass
@@ -78,6 +80,8 @@ def train_config(settings: RunSettings) -> ConfigRecord:
     }
     if settings.seed is not None:
         config[keys.SEED] = settings.seed
+    if settings.evaluate_in_train:
+        config[keys.EVALUATE_FIRST] = True
     return ConfigRecord(config)
 
 
@@ -135,7 +139,16 @@ def _run_plain(
             on_round(server_round, {**federated.get(server_round, {}), **metrics})
         return MetricRecord(dict(metrics))
 
-    strategy = _evaluator(settings, record)
+    fused = {"num_rounds": settings.num_rounds} if settings.evaluate_in_train else {}
+    strategy = (FusedSchoolFedAvg if settings.evaluate_in_train else SchoolFedAvg)(
+        **fused,
+        on_evaluate=record,
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=settings.num_schools,
+        min_evaluate_nodes=settings.num_schools,
+        min_available_nodes=settings.num_schools,
+    )
     initial = get_weights(build_model(settings.n_features))
     result = strategy.start(
         grid=grid,

@@ -115,3 +115,44 @@ class SchoolFedAvg(FedAvg):
         if self.on_evaluate is not None and metrics is not None:
             self.on_evaluate(server_round, _numbers(metrics))
         return metrics
+
+
+class FusedSchoolFedAvg(SchoolFedAvg):
+    """SchoolFedAvg with one exchange per round: each training request (from round 2 on) asks
+    the school to evaluate the model it carries, which is the previous round's aggregate, and
+    the evaluation comes back with the training reply. Only the last round has a separate
+    evaluation exchange. The figures are the ones the separate exchange would have produced
+    (same model, same held-out families, same weighting); they arrive one exchange later.
+
+    Deployment pays a polling delay per exchange (BENCHMARKS.md), so halving the exchanges
+    nearly halves a round.
+    """
+
+    def __init__(self, *, num_rounds: int, **kw) -> None:
+        super().__init__(**kw)
+        self.num_rounds = num_rounds
+
+    def configure_evaluate(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+        if server_round < self.num_rounds:
+            return []  # evaluated by the next round's training request
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        if server_round > 1 and self.on_evaluate is not None:
+            evaluations = []
+            for m in replies:
+                if m.has_error():
+                    continue
+                found = _numbers(m.content.get(keys.METRICS))
+                if keys.EVAL_PREFIX + keys.NUM_EXAMPLES in found:
+                    n = len(keys.EVAL_PREFIX)
+                    evaluations.append(
+                        {k[n:]: v for k, v in found.items() if k.startswith(keys.EVAL_PREFIX)}
+                    )
+            if evaluations:
+                mean = weighted_mean(evaluations, weight_key=keys.NUM_EXAMPLES)
+                self.on_evaluate(server_round - 1, {k: float(v) for k, v in mean.items()})
+        return super().aggregate_train(server_round, replies)

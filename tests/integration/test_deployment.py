@@ -1,0 +1,161 @@
+"""A real district on Flower's deployment engine, on loopback: one SuperLink (TLS, SuperNode
+authentication, state database) and three SuperNodes, each its own process tree with its own
+node directory built from a synthetic school export. Every process is stopped at the end, also
+when a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from federation import deployment as dep
+from federation.errors import DeploymentError
+from privacy.accountant import Spend, epsilon_of
+from simulations.local_district import LocalDistrictRequest, build_local_district, running
+from tests.conftest import current_policy_text, signed_policy
+
+ROUNDS = 2
+
+
+def _spends(node_dir: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(node_dir / "ledger.sqlite") as db:
+        return [(r, int(n)) for r, n in db.execute("SELECT run_id, round FROM spends")]
+
+
+def _history(node_dir: Path) -> list[Spend]:
+    with sqlite3.connect(node_dir / "ledger.sqlite") as db:
+        rows = db.execute("SELECT noise_multiplier, sample_rate, steps FROM spends ORDER BY id")
+        return [Spend(float(s), float(q), int(k)) for s, q, k in rows]
+
+
+def _processes_under(root: Path) -> list[str]:
+    """Command lines of running processes that name a path under `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(root) in cmd and state != "Z":
+            found.append(cmd)
+    return found
+
+
+@pytest.fixture(scope="module")
+def district(tmp_path_factory, officer):
+    root = tmp_path_factory.mktemp("deploy")
+    policy = signed_policy(root, current_policy_text(), officer[0])
+    built = build_local_district(
+        LocalDistrictRequest(
+            out=root / "local",
+            families=120,
+            weeks=20,
+            rounds=ROUNDS,
+            policy=policy,
+            trust_anchor=officer[1],
+        )
+    )
+    with running(built):
+        yield built
+    assert _processes_under(root / "local") == []  # nothing outlives the district
+
+
+def test_three_schools_train_two_rounds_one_restarted_between_them_and_the_district_reports(
+    district,
+):
+    restarted_school = sorted(district.node_dirs)[1]
+    node_dir = district.node_dirs[restarted_school]
+    run = dep.start_run(district.district_dir, dep.RunRequest(rounds=ROUNDS, target_epsilon=1.0))
+    progress = district.district_dir / "runs" / f"flwr-{run}.progress"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if progress.is_file() and "round 1:" in progress.read_text():
+            break  # round 1 trained and evaluated: restart one school before round 2 reaches it
+        time.sleep(0.1)
+    else:
+        pytest.fail("round 1 did not finish")
+    assert dep.stop_node(node_dir)
+    assert dep.node_state(node_dir) == dep.NodeState.STOPPED
+    dep.start_node(node_dir)
+    report = dep.wait_run(district.district_dir, run, timeout=300)
+
+    assert report["flower_run_id"] == run
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    for r in report["rounds"]:
+        assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0
+    assert sorted(s["school_id"] for s in report["schools"]) == sorted(district.node_dirs)
+    assert report["schools_missing"] == 0
+    for s in report["schools"]:  # the restarted school too
+        assert (s["status"], s["rounds_trained"]) == ("trained", ROUNDS)
+        node = district.node_dirs[s["school_id"]]
+        spends = _spends(node)
+        assert sorted(spends) == [(report["run_id"], 1), (report["run_id"], 2)]  # each once
+        history = _history(node)
+        # ε recomputed from the school's own ledger with Opacus' RDP analysis
+        assert s["epsilon_spent"] == pytest.approx(epsilon_of(history, delta=s["delta"]), rel=1e-9)
+        assert 0 < s["epsilon_spent"] <= 1.0 + 1e-6
+    saved = json.loads((district.district_dir / "report.json").read_text())
+    assert saved["run_id"] == report["run_id"]
+    assert (district.district_dir / "runs" / report["run_id"] / "report.md").is_file()
+    # one exchange per round plus the last evaluation (FusedSchoolFedAvg)
+    assert [e["sent"] for e in report["exchanges"]] == [3] * (ROUNDS + 1)
+
+    # the same SchoolFed run submitted again: every school refuses to pay for its rounds twice
+    again = dep.start_run(
+        district.district_dir,
+        dep.RunRequest(rounds=ROUNDS, target_epsilon=1.0, run_id=report["run_id"]),
+    )
+    repeat = dep.wait_run(district.district_dir, again, timeout=300)
+    for s in repeat["schools"]:
+        assert s["status"] == "failed" and "already" in s["reason"]
+        assert len(_spends(district.node_dirs[s["school_id"]])) == ROUNDS
+
+
+def test_an_unregistered_node_is_refused(district, tmp_path):
+    address, ca, policy, anchor = dep.district_node_files(district.district_dir)
+    node_dir = tmp_path / "stranger"
+    dep.init_node(
+        node_dir, school_id="stranger", superlink=address, ca_cert=ca, policy=policy,
+        trust_anchor=anchor,
+    )  # fmt: skip
+    before = {n.node_id for n in dep.supernodes(district.district_dir)}
+
+    with pytest.raises(DeploymentError, match="not registered"):
+        dep.start_node(node_dir, timeout=60)
+
+    assert not dep.supernode_process(node_dir).running()
+    assert not dep.executor_process(node_dir).running()
+    assert {n.node_id for n in dep.supernodes(district.district_dir)} == before
+
+
+def test_a_node_without_tls_cannot_join(district, tmp_path):
+    address, *_ = dep.district_node_files(district.district_dir)
+    env = {**os.environ, **dep.OFFLINE_ENV, "FLWR_HOME": str(tmp_path)}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    log = tmp_path / "supernode.log"
+    with open(log, "wb") as out:
+        child = subprocess.Popen(
+            ["flower-supernode", "--insecure", "--superlink", address, "--max-retries", "1",
+             "--isolation", "process", "--port", str(dep.free_port()),
+             "--node-config", f'node-dir="{tmp_path}"'],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        code = child.wait(timeout=90)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, 9)
+            child.wait()
+
+    assert code != 0
+    assert "could not establish a connection to the SuperLink" in log.read_text()
