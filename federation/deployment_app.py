@@ -25,7 +25,7 @@ from aggregator.registry import save_model
 from aggregator.report import write_report
 from federation.errors import DeploymentError
 from federation.polling import PromptGrid, pull_modules, quick_pulls
-from federation.server_app import RunOutcome, RunSettings, build_server_app
+from federation.server_app import RunOutcome, RunSettings, build_server_app, secagg_summary
 from policies.trust import load_trusted_policy
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def deployment_report(
                 "pooled_auc": None,
                 "pooled_accuracy": None,
                 "seconds": round(round_seconds.get(r, nan), 2),
+                "secagg": outcome.secagg_rounds.get(r),
             }
             for r in range(1, settings.num_rounds + 1)
         ],
@@ -146,6 +147,7 @@ def deployment_report(
         "schools_expected": settings.num_schools,
         "schools_replied": replied,
         "schools_missing": max(0, settings.num_schools - replied),
+        "secure_aggregation": secagg_summary(settings, outcome),
         "model_saved": outcome.weights is not None,
         "stopped_early": outcome.stopped,
         "wall_seconds": round(wall_seconds, 1),

@@ -199,7 +199,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         record.schools = len(results)
         record.trained = len(trained)
         record.dropped = self._note_dropped(
-            server_round, {p.node_id for p, _ in results}, "masked vectors"
+            server_round, {p.node_id for p, _ in results}, "before its masked vector was summed"
         )
         if not trained:
             declined = [
@@ -247,7 +247,16 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
 
 
 class _WatchedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow, unchanged, remembering where and why it halted."""
+    """Flower's SecAgg+ workflow, remembering where and why it halted, with one fix.
+
+    The fix: Flower 1.42 counts a school that never answered the setup or share-keys stage
+    among the "dead" schools whose masks the others must help remove in the unmask stage, but
+    nobody holds key shares of such a school (and nobody masked with it: a school masks only
+    with those whose shares it received), so every survivor fails with a KeyError and the
+    round is lost. It happens whenever a SuperNode is down when a round starts, e.g. a school
+    restarting between rounds. After each of those two stages the sampled schools are the ones
+    still answering; a school dropping out later is still dead and unmasked as before.
+    """
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -273,10 +282,14 @@ class _WatchedSecAggPlus(SecAggPlusWorkflow):
         return ok
 
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        return self._watch("setup", super().setup_stage, grid, context, state)
+        ok = self._watch("setup", super().setup_stage, grid, context, state)
+        state.sampled_node_ids = set(state.active_node_ids)
+        return ok
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        return self._watch("share-keys", super().share_keys_stage, grid, context, state)
+        ok = self._watch("share-keys", super().share_keys_stage, grid, context, state)
+        state.sampled_node_ids = set(state.active_node_ids)
+        return ok
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState

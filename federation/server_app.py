@@ -234,3 +234,23 @@ def _run_secagg(
         secure_aggregation=True,
         secagg_rounds={r: rec.as_dict() for r, rec in sorted(strategy.rounds.items())},
     )
+
+
+def secagg_summary(settings: RunSettings, outcome: RunOutcome) -> dict:
+    """Whether training rounds used SecAgg+, with its parameters and the rounds it failed."""
+    if not outcome.secure_aggregation:
+        return {"on": False}
+    s = settings.secagg
+    return {
+        "on": True,
+        "protocol": "SecAgg+ (Flower SecAggPlusWorkflow + secaggplus_mod)",
+        "reconstruction_threshold": s.reconstruction_threshold,
+        "num_shares": s.num_shares,
+        "update_bound": s.update_bound,
+        "clipping_range": s.clipping_range,
+        "quantization_range": s.quantization_range,
+        "max_weight": s.max_weight,
+        "failed_rounds": {
+            str(r): rec["failed"] for r, rec in outcome.secagg_rounds.items() if rec["failed"]
+        },
+    }

@@ -29,7 +29,13 @@ from client_node.node import NodeConfig, install_policy, write_family_tables, wr
 from client_node.table import FamilyTable, validate
 from client_node.training import TrainSettings, evaluate
 from federation.client_app import build_client_app
-from federation.server_app import RunOutcome, RunSettings, SecAggSettings, build_server_app
+from federation.server_app import (
+    RunOutcome,
+    RunSettings,
+    SecAggSettings,
+    build_server_app,
+    secagg_summary,
+)
 from federation.simulation import run_in_simulation
 from policies.loader import default_policy_path, default_trust_anchor
 from policies.trust import load_trusted_policy
@@ -306,7 +312,7 @@ def simulate(
             "at_risk": int(pooled_test.labels.sum()),
             "schools": len(eligible),
         },
-        "secure_aggregation": _secagg_report(settings, outcome),
+        "secure_aggregation": secagg_summary(settings, outcome),
         "model_saved": outcome.weights is not None,
         "stopped_early": outcome.stopped,
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -333,26 +339,6 @@ def simulate(
     write_report(report, run_dir)
     write_report(report, out)
     return report
-
-
-def _secagg_report(settings: RunSettings, outcome: RunOutcome) -> dict:
-    """Whether training rounds used SecAgg+, with its parameters and the rounds it failed."""
-    if not outcome.secure_aggregation:
-        return {"on": False}
-    s = settings.secagg
-    return {
-        "on": True,
-        "protocol": "SecAgg+ (Flower SecAggPlusWorkflow + secaggplus_mod)",
-        "reconstruction_threshold": s.reconstruction_threshold,
-        "num_shares": s.num_shares,
-        "update_bound": s.update_bound,
-        "clipping_range": s.clipping_range,
-        "quantization_range": s.quantization_range,
-        "max_weight": s.max_weight,
-        "failed_rounds": {
-            str(r): rec["failed"] for r, rec in outcome.secagg_rounds.items() if rec["failed"]
-        },
-    }
 
 
 def _exports_root(request: SimulationRequest, out: Path, say: Progress) -> Path:

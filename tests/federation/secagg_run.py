@@ -4,7 +4,8 @@ the test process).
     python -m tests.federation.secagg_run SPEC.json
 
 SPEC: {"nodes": [node dirs, in partition order], "out": dir, "rounds": n, "seed": s,
-"max_weight": w, "drop": {"round": [partition ids that drop at the masked-vector stage]}}.
+"max_weight": w, "drop": {"round": [partition ids that drop at the masked-vector stage]},
+"drop_at_setup": {"round": [partition ids that are down when the round starts]}}.
 OUT receives outcome.json, round-<r>.npz (the global model after each round) and captured/
 (the exact bytes of every reply that left a school).
 """
@@ -27,20 +28,20 @@ from federation.simulation import run_in_simulation
 from tests.integration.capture import CaptureReplies
 
 
-class DropAtMaskedVectors:
-    """A school that crashes when asked for its masked vector (in the rounds listed)."""
+class DropOut:
+    """A school that crashes at a SecAgg+ stage (in the rounds listed): at the masked-vector
+    stage (`drop`) or at setup, as a SuperNode that is down when a round starts (`drop_at_setup`).
+    """
 
-    def __init__(self, drop: dict[str, list[int]]) -> None:
-        self.drop = drop
+    def __init__(self, drop: dict[str, list[int]], drop_at_setup: dict[str, list[int]]) -> None:
+        self.drop = {Stage.COLLECT_MASKED_VECTORS: drop, Stage.SETUP: drop_at_setup}
 
     def __call__(self, message: Message, context: Context, call_next) -> Message:
         if secagg.is_secagg_train(message):
             stage = message.content[secagg.SECAGG_RECORD].get(Key.STAGE)
             partition = int(context.node_config["partition-id"])
-            if stage == Stage.COLLECT_MASKED_VECTORS and partition in self.drop.get(
-                message.metadata.group_id, []
-            ):
-                raise RuntimeError(f"school {partition} dropped out")
+            if partition in self.drop.get(stage, {}).get(message.metadata.group_id, []):
+                raise RuntimeError(f"school {partition} dropped out at {stage}")
         return call_next(message, context)
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     server_app = build_server_app(settings, on_done=outcomes.append, central_evaluation=keep)
     client_app = build_client_app(
         node_dir_of=lambda context: Path(nodes[int(context.node_config["partition-id"])]),
-        extra_mods=[CaptureReplies(out / "captured"), DropAtMaskedVectors(spec["drop"])],
+        extra_mods=[CaptureReplies(out / "captured"), DropOut(spec["drop"], spec["drop_at_setup"])],
     )
     run_in_simulation(server_app=server_app, client_app=client_app, num_nodes=len(nodes))
     outcome = outcomes[0]
