@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     group = sub.add_parser(
         "analytics",
         help="federated, differentially private analytics queries",
-        description="District analytics answered by every school with local DP noise.",
+        description="District analytics answered by every school with local DP noise, on a "
+        "simulated district (--dataset) or a deployed one (--dir).",
     )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     run_parser = actions.add_parser(
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     where.add_argument(
         "--dir", type=Path, default=None, metavar="D",
-        help="a deployed district (deployment engine; not yet available)",
+        help="a deployed district (district up, its schools' nodes started)",
     )  # fmt: skip
     run_parser.add_argument(
         "--out", type=Path, default=Path("runs/analytics"), help="output folder"
@@ -66,14 +67,14 @@ def _costs_table(found: list[Any]) -> Table:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from aggregator.analytics import load_query
-    from simulations.analytics import run_and_report
+    from simulations.analytics import run_and_report, run_on_district
     from simulations.errors import SimulationError
 
     query = load_query(args.query_file)
-    if args.dir is not None:
+    if args.dir is not None and args.seed is not None:
         raise SimulationError(
-            f"--dir {args.dir}: the deployment engine is not yet available for analytics; "
-            "use --dataset for a simulated district"
+            f"--seed {args.seed}: seeds are for simulated districts only; a deployed "
+            "district's schools draw their noise from the OS"
         )
     with console.status("preparing the schools") as status:
 
@@ -81,15 +82,23 @@ def run(args: argparse.Namespace, console: Console) -> int:
             status.update(escape(message))
             console.log(escape(message))
 
-        result = run_and_report(
-            query,
-            dataset=args.dataset,
-            out=args.out,
-            seed=args.seed,
-            say=say,
-            on_costs=lambda found: console.print(_costs_table(found)),
-            verbose=args.verbose,
-        )
+        def show(found: list[Any]) -> None:
+            console.print(_costs_table(found))
+
+        if args.dir is not None:
+            result = run_on_district(
+                query, district_dir=args.dir, out=args.out, say=say, on_costs=show
+            )
+        else:
+            result = run_and_report(
+                query,
+                dataset=args.dataset,
+                out=args.out,
+                seed=args.seed,
+                say=say,
+                on_costs=show,
+                verbose=args.verbose,
+            )
     ranked = Table(title=escape(query.title))
     for col in ("rank", "involvement", "adjusted (pp)", f"{query.confidence:.0%} interval"):
         ranked.add_column(col, justify="left" if col == "involvement" else "right")

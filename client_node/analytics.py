@@ -68,31 +68,52 @@ Outcome = Literal["at_risk"]
 
 @dataclass(frozen=True)
 class Indicator:
-    """A family is involved when any of `columns` is at least `threshold` (scaled to [0, 1])."""
+    """A family is involved when any of `columns` that its table has reaches that column's
+    threshold (every value scaled to [0, 1])."""
 
-    columns: tuple[str, ...]
-    threshold: float
+    columns: tuple[tuple[str, float], ...]
     meaning: str
 
 
-# NHES 2019 PFI items (simulations/datasets/nhes.py encodes them; yes = 1.0, no / skip = 0.0).
+ANY = 1e-9  # an export rate above zero: at least once in the feature window (12 weeks)
+# NHES 2019 PFI items (simulations/datasets/nhes.py encodes them; yes = 1.0, no / skip = 0.0)
+# and the export family table's features (client_node/features.py: attendance per event type,
+# share of school messages opened per content type, app minutes per week).
 INVOLVEMENT: dict[str, Indicator] = {
-    "conferences": Indicator(("FSATCNFN",), 1.0, "went to a parent-teacher conference"),
-    "meetings": Indicator(
-        ("FSMTNG", "FSPTMTNG"), 1.0, "attended a general school meeting or a PTO/PTA meeting"
+    "conferences": Indicator(
+        (("FSATCNFN", 1.0), ("events_conference_rate", ANY)),
+        "went to a parent-teacher conference",
     ),
-    "volunteering": Indicator(("FSVOL",), 1.0, "volunteered at the school"),
+    "meetings": Indicator(
+        (
+            ("FSMTNG", 1.0),
+            ("FSPTMTNG", 1.0),
+            ("events_open_house_rate", ANY),
+            ("events_pta_meeting_rate", ANY),
+        ),
+        "attended a general school meeting or a PTO/PTA meeting",
+    ),
+    "volunteering": Indicator(
+        (("FSVOL", 1.0), ("events_volunteering_rate", ANY)), "volunteered at the school"
+    ),
     "newsletters": Indicator(
-        ("FSMEMO",), 1.0, "received newsletters, memos or notices addressed to all parents"
+        (("FSMEMO", 1.0), ("opened_content_type_newsletter", 0.5)),
+        "received newsletters, memos or notices addressed to all parents (exports: opened at"
+        " least half of the school's newsletters)",
     ),
     "teacher_messages": Indicator(
-        ("FSNOTESX",), 1.0, "received notes or e-mails about the child from teachers"
+        (("FSNOTESX", 1.0), ("opened_content_type_text", 0.5)),
+        "received notes or e-mails about the child from teachers (exports: opened at least half"
+        " of the school's text messages and e-mails)",
     ),
     "homework_help": Indicator(
-        ("FHHELP",), 0.5, "someone helps with homework on 3 or more of the codebook's 1-5 scale"
+        (("FHHELP", 0.5),), "someone helps with homework on 3 or more of the codebook's 1-5 scale"
     ),
-    "school_events": Indicator(("FSSPORTX",), 1.0, "attended a school or class event"),
-    "app_use": Indicator(("app_minutes_per_week",), 1e-9, "used the school app"),
+    "school_events": Indicator(
+        (("FSSPORTX", 1.0), ("events_performance_rate", ANY), ("events_sports_rate", ANY)),
+        "attended a school or class event",
+    ),
+    "app_use": Indicator((("app_minutes_per_week", ANY),), "used the school app"),
 }
 # Context variables: scaled columns in [0, 1]; the query splits each at a threshold.
 CONTEXT: dict[str, tuple[str, str]] = {
@@ -119,6 +140,7 @@ META_KEYS = frozenset(
         "epsilon-budget",
         "delta",
         "suppressed",
+        "epsilon-after",  # a pre-flight reply: ε spent if the query were answered
     }
 )
 
@@ -148,6 +170,8 @@ class AnalyticsRequest(_Frozen):
     context: tuple[ContextSplit, ...] = ()
     describe: tuple[Describe, ...] = ()
     seed: int | None = None  # simulations and tests only: absent means OS-seeded noise
+    # The pre-flight: the school says what the query would cost it and computes nothing else.
+    cost_only: bool = False
 
     @property
     def strata(self) -> list[tuple[int, ...]]:
@@ -204,12 +228,13 @@ def _variable(frame: pd.DataFrame, name: str) -> np.ndarray | None:
 
 
 def involvement_indicator(frame: pd.DataFrame, kind: str) -> np.ndarray | None:
-    rule = INVOLVEMENT[kind]
-    present = [c for c in rule.columns if c in frame.columns]
+    present = [(c, t) for c, t in INVOLVEMENT[kind].columns if c in frame.columns]
     if not present:
         return None
-    values = frame[present].to_numpy(float).clip(0, 1)
-    return (values >= rule.threshold).any(axis=1).astype(float)
+    involved = np.zeros(len(frame), dtype=bool)
+    for column, threshold in present:
+        involved |= frame[column].to_numpy(float).clip(0, 1) >= threshold
+    return involved.astype(float)
 
 
 @dataclass(frozen=True)
@@ -340,6 +365,46 @@ def analytics_frame(node: SchoolNode) -> pd.DataFrame:
         frame[LABEL] = table.labels
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a query costs one school, against its analytics ledger (nothing is charged)."""
+
+    school_id: str
+    epsilon_query: float
+    spent: float
+    after: float
+    budget: float
+    delta: float
+
+    @property
+    def fits(self) -> bool:
+        return self.after <= self.budget
+
+
+def refusal(found: list[Cost]) -> str | None:
+    """Why a query must not be sent, given what it costs each school; None if all can pay."""
+    over = [c for c in found if not c.fits]
+    if not over:
+        return None
+    c = over[0]
+    return (
+        f"query refused before anything was sent: {len(over)} of {len(found)} schools would "
+        f"pass their analytics budget; {c.school_id} needs ε {c.epsilon_query:.4f} but has "
+        f"{max(0.0, c.budget - c.spent):.4f} of {c.budget:.4f} left (spent {c.spent:.4f}; "
+        f"after the query {c.after:.4f})"
+    )
+
+
+def cost_of(node: SchoolNode, request: AnalyticsRequest) -> Cost:
+    """What `request` would cost the school in `node`, from its own policy and ledger."""
+    budget = node.policy.analytics_budget
+    mech = mechanism_for(request, delta=budget.delta)
+    spent, after = node.analytics_ledger.after(mech.spend)
+    return Cost(
+        node.school_id, mech.epsilon(delta=budget.delta), spent, after, budget.epsilon, budget.delta
+    )
 
 
 def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcome:

@@ -26,7 +26,9 @@ from client_node.analytics import (
     AnalyticsOutcome,
     AnalyticsRequest,
     AnswerStatus,
+    Cost,
     answer_query,
+    cost_of,
     statistic_names,
 )
 from client_node.errors import NodeError
@@ -36,6 +38,10 @@ from policies.errors import PolicyError
 from privacy.errors import PrivacyError
 
 MESSAGE_TYPE = f"query.{keys.ANALYTICS_ACTION}"
+COST_STATUS = "cost"  # a pre-flight reply's status
+COST_KEYS = frozenset(
+    {"epsilon-query", "epsilon-spent", "epsilon-after", "epsilon-budget", "delta"}
+)
 __all__ = ["MESSAGE_TYPE", "Mod", "analytics_reply", "build_analytics_server_app"]
 
 
@@ -60,6 +66,8 @@ def allowed_metrics(message: Message, school_id: str) -> frozenset[str]:
         request = request_from(message)
     except NodeError:
         return META_KEYS
+    if request.cost_only:
+        return COST_KEYS
     return META_KEYS | frozenset(statistic_names(request, school_id))
 
 
@@ -92,12 +100,37 @@ def _reply(outcome: AnalyticsOutcome, node: SchoolNode | None) -> RecordDict:
     return RecordDict({keys.METRICS: metrics, keys.STATUS: status})
 
 
+def _cost_reply(cost: Cost, node: SchoolNode) -> RecordDict:
+    status = ConfigRecord(
+        {
+            "school-id": cost.school_id,
+            "status": COST_STATUS,
+            "reason": "",
+            "policy-id": node.policy.policy_id,
+            "policy-version": str(node.policy.version),
+        }
+    )
+    metrics = MetricRecord(
+        {
+            "epsilon-query": cost.epsilon_query,
+            "epsilon-spent": cost.spent,
+            "epsilon-after": cost.after,
+            "epsilon-budget": cost.budget,
+            "delta": cost.delta,
+        }
+    )
+    return RecordDict({keys.METRICS: metrics, keys.STATUS: status})
+
+
 def analytics_reply(message: Message, node_dir: Path) -> Message:
-    """Answer one analytics query at the school in `node_dir` (the ClientApp handler's body)."""
+    """Answer one analytics query at the school in `node_dir` (the ClientApp handler's body);
+    a pre-flight request (`cost_only`) gets what the query would cost, and nothing is charged."""
     node: SchoolNode | None = None
     try:
         request = request_from(message)
         node = SchoolNode(node_dir)
+        if request.cost_only:
+            return Message(_cost_reply(cost_of(node, request), node), reply_to=message)
         outcome = answer_query(node, request)
     except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
         outcome = AnalyticsOutcome(
@@ -132,15 +165,56 @@ def answer_from(reply: Message) -> SchoolAnswer | None:
     )
 
 
+def cost_from(reply: Message) -> Cost | None:
+    """The district's reading of one pre-flight reply (None if it is not one)."""
+    if reply.has_error():
+        return None
+    status, metrics = reply.content.get(keys.STATUS), reply.content.get(keys.METRICS)
+    if not isinstance(status, ConfigRecord) or status.get("status") != COST_STATUS:
+        return None
+    if not isinstance(metrics, MetricRecord):
+        return None
+    m: dict[str, Any] = dict(metrics.items())
+    return Cost(
+        school_id=str(status.get("school-id", "")),
+        epsilon_query=float(m.get("epsilon-query", 0.0)),
+        spent=float(m.get("epsilon-spent", 0.0)),
+        after=float(m.get("epsilon-after", 0.0)),
+        budget=float(m.get("epsilon-budget", 0.0)),
+        delta=float(m.get("delta", 0.0)),
+    )
+
+
+def _send(grid: Grid, nodes: list[int], request: dict[str, Any], deadline: float) -> list[Message]:
+    config = ConfigRecord(
+        {keys.RUN_ID: str(request["query_id"]), keys.REQUEST: json.dumps(request)}
+    )
+    messages = [
+        Message(
+            content=RecordDict({keys.CONFIG: config}),
+            dst_node_id=node_id,
+            message_type=MESSAGE_TYPE,
+        )
+        for node_id in nodes
+    ]
+    return list(grid.send_and_receive(messages, timeout=max(1.0, deadline - time.monotonic())))
+
+
 def build_analytics_server_app(
     request: dict[str, Any],
     *,
     num_schools: int,
     on_done: Callable[[list[SchoolAnswer], int], None],
+    on_costs: Callable[[list[Cost], int], bool] | None = None,
     timeout: float = 600.0,
 ) -> ServerApp:
     """A ServerApp that sends `request` to `num_schools` schools once and hands the answers
-    (and the count of replies that never came or were stopped) to `on_done`."""
+    (and the count of replies that never came or were stopped) to `on_done`.
+
+    With `on_costs` (the deployment engine, where only the schools can read their ledgers),
+    a pre-flight comes first: every school says what the query would cost it; `on_costs`
+    gets those costs and the count of schools that did not say, and the query itself goes
+    only to the schools that did, and only if `on_costs` returns True."""
     app = ServerApp()
 
     @app.main()
@@ -150,21 +224,21 @@ def build_analytics_server_app(
         while len(nodes) < num_schools and time.monotonic() < deadline:
             time.sleep(0.5)
             nodes = list(grid.get_node_ids())
-        config = ConfigRecord(
-            {keys.RUN_ID: str(request["query_id"]), keys.REQUEST: json.dumps(request)}
-        )
-        messages = [
-            Message(
-                content=RecordDict({keys.CONFIG: config}),
-                dst_node_id=node_id,
-                message_type=MESSAGE_TYPE,
-            )
-            for node_id in nodes
-        ]
-        replies = list(
-            grid.send_and_receive(messages, timeout=max(1.0, deadline - time.monotonic()))
-        )
+        declined: list[SchoolAnswer] = []  # schools that could not even say (with why)
+        if on_costs is not None:
+            costs, ready = [], []
+            for reply in _send(grid, nodes, {**request, "cost_only": True}, deadline):
+                cost = cost_from(reply)
+                if cost is not None:
+                    costs.append(cost)
+                    ready.append(reply.metadata.src_node_id)
+                elif (answer := answer_from(reply)) is not None:
+                    declined.append(answer)
+            if not on_costs(costs, len(nodes) - len(costs) - len(declined)):
+                return
+            nodes = ready
+        replies = _send(grid, nodes, request, deadline) if nodes else []
         answers = [a for a in (answer_from(r) for r in replies) if a is not None]
-        on_done(answers, len(nodes) - len(answers))
+        on_done(declined + answers, len(nodes) - len(answers))
 
     return app

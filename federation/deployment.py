@@ -763,6 +763,32 @@ def start_run(district_dir: Path, request: RunRequest) -> int:
         "seed": -1 if request.seed is None else request.seed,
         "evaluate-in-train": request.evaluate_in_train,
     }
+    return _submit(district_dir, config)
+
+
+def start_analytics(district_dir: Path, request: dict, *, timeout: float | None = None) -> int:
+    """Submit an analytics query (the wire form of aggregator.analytics.Query.request) with
+    `flwr run`; Flower's run id. The request travels to the ServerApp as a file in D/runs/."""
+    district_dir = Path(district_dir).resolve()
+    settings = read_district(district_dir)
+    if not superlink_process(district_dir).running():
+        raise DeploymentError(
+            f"the district in {district_dir} is not up (schoolfed district up --dir {district_dir})"
+        )
+    requests = district_dir / "runs" / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    request_file = requests / f"{request['query_id']}.json"
+    request_file.write_text(json.dumps(request, indent=1))
+    config = {
+        "district-dir": str(district_dir),
+        "num-schools": settings.num_schools,
+        "round-timeout": float(timeout or settings.round_timeout),
+        "analytics-request": str(request_file),
+    }
+    return _submit(district_dir, config)
+
+
+def _submit(district_dir: Path, config: dict[str, object]) -> int:
     overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
     result = _flwr(
         ["run", str(app_dir()), CONNECTION, "--run-config", overrides, "--format", "json"],
@@ -795,7 +821,8 @@ def wait_run(
     progress: Progress | None = None,
     poll: float = 1.0,
 ) -> dict:
-    """Wait for the run's report (the ServerApp writes it); the report as a dict."""
+    """Wait for the run's result (the ServerApp writes it: a run's report, a query's answers);
+    the result as a dict."""
     district_dir = Path(district_dir).resolve()
     marker = district_dir / "runs" / f"flwr-{run_id}.json"
     deadline = time.monotonic() + timeout
@@ -803,8 +830,8 @@ def wait_run(
     last_check = 0.0
     while time.monotonic() < deadline:
         if marker.is_file():
-            run_dir = Path(json.loads(marker.read_text())["run_dir"])
-            return json.loads((run_dir / REPORT).read_text())
+            done = json.loads(marker.read_text())
+            return json.loads((Path(done["run_dir"]) / done.get("result", REPORT)).read_text())
         progress_file = district_dir / "runs" / f"flwr-{run_id}.progress"
         if progress and progress_file.is_file():
             for line in progress_file.read_text().splitlines():

@@ -5,7 +5,8 @@ verifies the district policy in the district directory (the district never train
 that fails verification), runs the same federated rounds as `simulate` and writes the report
 into the district directory: D/runs/<run id>/report.{json,md}, auc.png, model.npz and a copy in
 D/. The district holds no family data, so the report has the federated evaluation only (no
-pooled held-out AUC and no baselines).
+pooled held-out AUC and no baselines). A run whose config names an `analytics-request` answers
+that analytics query instead (`schoolfed analytics run --dir D`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from aggregator.analytics import SchoolAnswer
 from aggregator.registry import save_model
 from aggregator.report import write_report
+from client_node.analytics import Cost, refusal
+from federation.analytics_app import build_analytics_server_app
 from federation.errors import DeploymentError
 from federation.polling import PromptGrid, pull_modules, quick_pulls
 from federation.server_app import RunOutcome, RunSettings, build_server_app, secagg_summary
@@ -31,20 +35,26 @@ from policies.trust import load_trusted_policy
 log = logging.getLogger(__name__)
 
 server_app = ServerApp()
+ANSWERS = "answers.json"  # an analytics run's result, in D/runs/<query id>/
 
 
 def _config(context: Context) -> dict:
     return dict(context.run_config)
 
 
-def settings_from_config(config: dict, *, flower_run_id: int) -> tuple[Path, RunSettings]:
-    """The district directory and the run's settings, from `flwr run --run-config`."""
+def _district_of(config: dict) -> Path:
     district = Path(str(config.get("district-dir", "")))
     if not str(district) or not (district / "district.yaml").is_file():
         raise DeploymentError(
             f"run config 'district-dir' = {str(district)!r}: not a district directory "
             "(submit runs with schoolfed district run)"
         )
+    return district
+
+
+def settings_from_config(config: dict, *, flower_run_id: int) -> tuple[Path, RunSettings]:
+    """The district directory and the run's settings, from `flwr run --run-config`."""
+    district = _district_of(config)
     run_id = str(config.get("schoolfed-run-id", "") or "")
     if not run_id:
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -154,12 +164,62 @@ def deployment_report(
     }
 
 
+def answer_query(grid: Grid, context: Context, district: Path, config: dict) -> None:
+    """An analytics run: the pre-flight (what the query costs each school, from its own
+    ledger), the query itself only if every school that answered can pay, and the result —
+    costs, answers, refusal — in D/runs/<query id>/answers.json."""
+    flower_run_id = int(context.run_id)
+    runs = district / "runs"
+    load_trusted_policy(
+        district / "policy" / "district.yaml", pubkey=district / "policy" / "officer.pub"
+    )
+    request = json.loads(Path(str(config["analytics-request"])).read_text())
+    progress = runs / f"flwr-{flower_run_id}.progress"
+    result: dict = {"query_id": request["query_id"], "flower_run_id": flower_run_id}
+
+    def say(line: str) -> None:
+        with open(progress, "a") as fh:
+            fh.write(line + "\n")
+
+    def on_costs(found: list[Cost], silent: int) -> bool:
+        result["costs"] = [dataclasses.asdict(c) for c in found]
+        result["refused"] = refusal(found) or ""
+        say(f"pre-flight: {len(found)} schools said what the query costs them, {silent} did not")
+        return not result["refused"]
+
+    def on_done(answers: list[SchoolAnswer], missing: int) -> None:
+        result["answers"] = [dataclasses.asdict(a) for a in answers]
+        result["missing"] = missing
+        say(f"{len(answers)} answers, {missing} missing")
+
+    say(f"query {request['query_id']}: waiting for {int(config['num-schools'])} schools")
+    app = build_analytics_server_app(
+        request,
+        num_schools=int(config["num-schools"]),
+        on_done=on_done,
+        on_costs=on_costs,
+        timeout=float(config.get("round-timeout", 600.0)),
+    )
+    app(PromptGrid(grid, poll=0.1), context)
+    run_dir = runs / str(request["query_id"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ANSWERS).write_text(json.dumps(result, indent=1))
+    (runs / f"flwr-{flower_run_id}.json").write_text(
+        json.dumps({"run_id": request["query_id"], "run_dir": str(run_dir), "result": ANSWERS})
+    )
+
+
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
     quick_pulls(pull_modules()["serverapp"])
     flower_run_id = int(context.run_id)
-    district, settings = settings_from_config(_config(context), flower_run_id=flower_run_id)
+    config = _config(context)
+    if str(config.get("analytics-request", "")):
+        district = _district_of(config)
+        answer_query(grid, context, district, config)
+        return
+    district, settings = settings_from_config(config, flower_run_id=flower_run_id)
     runs = district / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     progress = runs / f"flwr-{flower_run_id}.progress"

@@ -22,7 +22,14 @@ import pandas as pd
 
 from aggregator.analytics import AnalyticsResult, Query, SchoolAnswer, combine
 from aggregator.analytics_report import write_analytics_report
-from client_node.analytics import AnalyticsRequest, exact_statistics, mechanism_for
+from client_node.analytics import (
+    AnalyticsRequest,
+    Cost,
+    cost_of,
+    exact_statistics,
+    mechanism_for,
+    refusal,
+)
 from client_node.node import (
     NodeConfig,
     SchoolNode,
@@ -30,6 +37,7 @@ from client_node.node import (
     write_family_tables,
     write_node_config,
 )
+from federation import deployment as dep
 from federation.analytics_app import Mod, build_analytics_server_app
 from federation.client_app import build_client_app
 from federation.simulation import run_in_simulation
@@ -48,22 +56,6 @@ Progress = Callable[[str], None]
 
 class QueryRefused(SimulationError):
     """The query would take at least one school past its analytics budget; nothing was sent."""
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What the query costs one school, against its analytics ledger."""
-
-    school_id: str
-    epsilon_query: float
-    spent: float
-    after: float
-    budget: float
-    delta: float
-
-    @property
-    def fits(self) -> bool:
-        return self.after <= self.budget
 
 
 def school_tables(dataset: str, *, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -101,35 +93,13 @@ def prepare_nodes(
 
 def costs(node_dirs: list[Path], request: AnalyticsRequest) -> list[Cost]:
     """What `request` costs each school, from its own policy and analytics ledger."""
-    out = []
-    for node_dir in node_dirs:
-        node = SchoolNode(node_dir)
-        budget = node.policy.analytics_budget
-        mech = mechanism_for(request, delta=budget.delta)
-        spent, after = node.analytics_ledger.after(mech.spend)
-        out.append(
-            Cost(
-                node.school_id,
-                mech.epsilon(delta=budget.delta),
-                spent,
-                after,
-                budget.epsilon,
-                budget.delta,
-            )
-        )
-    return out
+    return [cost_of(SchoolNode(node_dir), request) for node_dir in node_dirs]
 
 
 def check_costs(found: list[Cost]) -> None:
-    over = [c for c in found if not c.fits]
-    if over:
-        c = over[0]
-        raise QueryRefused(
-            f"query refused before anything was sent: {len(over)} of {len(found)} schools would "
-            f"pass their analytics budget; {c.school_id} needs ε {c.epsilon_query:.4f} but has "
-            f"{max(0.0, c.budget - c.spent):.4f} of {c.budget:.4f} left (spent {c.spent:.4f}; "
-            f"after the query {c.after:.4f})"
-        )
+    reason = refusal(found)
+    if reason:
+        raise QueryRefused(reason)
 
 
 def run_query(
@@ -191,6 +161,33 @@ def run_and_report(
     )
     write_analytics_report(result, out)
     return result
+
+
+def run_on_district(
+    query: Query,
+    *,
+    district_dir: Path,
+    out: Path,
+    say: Progress = lambda _: None,
+    on_costs: Callable[[list[Cost]], None] = lambda _: None,
+    timeout: float = 600.0,
+) -> AnalyticsResult:
+    """The same query on a deployed district (Flower's deployment engine, `district up` and
+    the schools' SuperNodes running): only the schools can read their ledgers, so the
+    ServerApp asks them first what the query costs and sends it only if all can pay."""
+    query_id = f"{query.query_id}-{uuid.uuid4().hex[:8]}"
+    run = dep.start_analytics(district_dir, query.request(query_id=query_id), timeout=timeout)
+    say(f"query {query_id}: Flower run {run}")
+    result = dep.wait_run(district_dir, run, timeout=timeout + 60, progress=say)
+    found = [Cost(**c) for c in result.get("costs", [])]
+    on_costs(found)
+    if result.get("refused"):
+        raise QueryRefused(str(result["refused"]))
+    answers = [SchoolAnswer(**a) for a in result.get("answers", [])]
+    say(f"{len(answers)} answers, {result.get('missing', 0)} missing")
+    combined = combine(query, answers)
+    write_analytics_report(combined, out)
+    return combined
 
 
 # --- direct computation (benchmarks, tests): the ClientApp handler's statistics code path -----

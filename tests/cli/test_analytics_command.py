@@ -21,13 +21,32 @@ def run(capsys, *args):
     return code, [line for line in captured.err.splitlines() if line.strip()], captured.out
 
 
-def test_deployment_dir_is_not_yet_available(capsys, tmp_path):
-    code, err, _ = run(capsys, str(EXAMPLE), "--dir", str(tmp_path))
+def test_a_folder_that_is_no_district_is_one_line(capsys, tmp_path):
+    code, err, _ = run(capsys, str(EXAMPLE), "--dir", str(tmp_path), "--out", str(tmp_path / "o"))
     assert code == 2 and len(err) == 1
-    assert err[0] == (
-        f"schoolfed analytics run: --dir {tmp_path}: the deployment engine is not yet available"
-        " for analytics; use --dataset for a simulated district"
-    )
+    assert err[0].startswith(f"schoolfed analytics run: {tmp_path.resolve() / 'district.yaml'}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_district_that_is_not_up_is_one_line(capsys, tmp_path):
+    from federation.deployment import init_district
+    from policies.loader import default_policy_path, default_trust_anchor
+
+    district = tmp_path / "d"
+    init_district(district, policy=default_policy_path(), trust_anchor=default_trust_anchor())
+    code, err, _ = run(capsys, str(EXAMPLE), "--dir", str(district))
+    assert code == 2 and err == [
+        f"schoolfed analytics run: the district in {district.resolve()} is not up "
+        f"(schoolfed district up --dir {district.resolve()})"
+    ]
+
+
+def test_a_seed_is_refused_for_a_deployed_district(capsys, tmp_path):
+    code, err, _ = run(capsys, str(EXAMPLE), "--dir", str(tmp_path), "--seed", "3")
+    assert code == 2 and err == [
+        "schoolfed analytics run: --seed 3: seeds are for simulated districts only; a deployed"
+        " district's schools draw their noise from the OS"
+    ]
 
 
 def test_a_misspelled_query_key_names_file_field_and_value(capsys, tmp_path):

@@ -171,3 +171,65 @@ def test_a_node_without_tls_cannot_join(district, tmp_path):
 
     assert code != 0
     assert "could not establish a connection to the SuperLink" in log.read_text()
+
+
+def test_an_analytics_query_is_answered_by_the_deployed_schools_and_a_second_one_refused(
+    district, tmp_path
+):
+    """`analytics run --dir`: a pre-flight asks every school what the query costs it (only a
+    school can read its ledger); the query goes out only when all can pay."""
+    from aggregator.analytics import load_query
+    from client_node.analytics import AnalyticsRequest, analytics_frame, mechanism_for
+    from client_node.node import SchoolNode
+    from federation.analytics_app import MESSAGE_TYPE
+    from simulations.analytics import QueryRefused, run_on_district
+
+    query = load_query(Path(__file__).parents[2] / "queries" / "export-involvement.yaml")
+    nodes = {school: SchoolNode(d) for school, d in district.node_dirs.items()}
+    mech = mechanism_for(AnalyticsRequest.model_validate(query.request()), delta=2.5e-6)
+    seen: list = []
+
+    result = run_on_district(
+        query, district_dir=district.district_dir, out=tmp_path / "first", on_costs=seen.append
+    )
+
+    (costs,) = seen
+    assert sorted(c.school_id for c in costs) == sorted(nodes)
+    for c in costs:  # what the schools said before: their analytics pool was untouched
+        assert c.spent == 0.0 and c.epsilon_query == pytest.approx(0.5, abs=1e-3) and c.fits
+    assert {s: a["status"] for s, a in result.schools.items()} == dict.fromkeys(nodes, "answered")
+    for node in nodes.values():
+        (spend,) = node.analytics_ledger.history()  # one Gaussian release, charged once
+        assert spend.noise_multiplier == pytest.approx(mech.noise_multiplier)
+        assert node.analytics_ledger.spent() == pytest.approx(costs[0].after, abs=1e-9)
+        sent = [e["data"] for e in node.audit.entries() if e["kind"] == "egress"]
+        answers = [d for d in sent if d["message_type"] == MESSAGE_TYPE]
+        assert [d["epsilon_spent"] for d in answers] == [0.0, node.analytics_ledger.spent()]
+    effects = {e["type"]: e for e in result.effects}
+    assert set(effects) == set(query.effects.involvement)
+    assert effects["homework_help"]["raw"] is None  # no export column: reported, not estimated
+    # the released family counts are each school's own, plus its calibrated noise
+    (described,) = result.describe
+    for group in described["groups"]:
+        families = len(analytics_frame(nodes[group["group"]]))
+        assert abs(group["families"] - families) < 5 * mech.sigma
+        assert group["families"] != families
+    assert sorted(g["group"] for g in described["groups"]) == sorted(nodes)
+    report = json.loads((tmp_path / "first" / "analytics.json").read_text())
+    assert report["ranking"] == result.ranking() and report["schools"] == result.schools
+    assert (tmp_path / "first" / "effects.png").stat().st_size > 500
+
+    entries = {s: len(n.audit.entries()) for s, n in nodes.items()}
+    with pytest.raises(QueryRefused, match="refused before anything was sent: 3 of 3 schools"):
+        run_on_district(
+            query.model_copy(update={"epsilon": 0.9}),
+            district_dir=district.district_dir,
+            out=tmp_path / "second",
+        )
+    for school, node in nodes.items():  # only the pre-flight reply left; nothing charged
+        assert len(node.analytics_ledger.history()) == 1
+        new = node.audit.entries()[entries[school] :]
+        assert [e["data"]["epsilon_spent"] for e in new if e["kind"] == "egress"] == [
+            pytest.approx(node.analytics_ledger.spent())
+        ]
+    assert not (tmp_path / "second" / "analytics.json").exists()
