@@ -5,9 +5,9 @@ import time
 
 from flwr.app import ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
-from client_node.analytics import AnalyticsRequest, statistic_names
+from client_node.analytics import AnalyticsRequest, mechanism_for, statistic_names
 from federation import keys
-from federation.analytics_app import MESSAGE_TYPE, analytics_reply, answer_from
+from federation.analytics_app import MESSAGE_TYPE, analytics_reply, answer_from, cost_from
 from federation.egress import check_reply
 
 REQUEST = {
@@ -65,3 +65,28 @@ def test_a_node_answers_a_query_message(west_town):
     assert again.status == "failed" and "already charged" in again.reason
     bad = answer_from(analytics_reply(query_message(REQUEST | {"epsilon": "lots"}), west_town))
     assert bad.status == "failed" and "'epsilon' = 'lots'" in bad.reason
+
+
+def test_a_pre_flight_says_what_the_query_costs_charges_nothing_and_carries_no_statistic(
+    west_town,
+):
+    from client_node.node import SchoolNode
+
+    node = SchoolNode(west_town)
+    history = node.analytics_ledger.history()
+    req = query_message(REQUEST | {"query_id": "q-cost", "cost_only": True})
+
+    preflight = analytics_reply(req, west_town)
+
+    assert check_reply(req, preflight) is None
+    cost = cost_from(preflight)
+    spent, after = node.analytics_ledger.after(
+        mechanism_for(AnalyticsRequest.model_validate(REQUEST), delta=2.5e-6).spend
+    )
+    assert (cost.school_id, cost.spent, cost.after) == ("west-town", spent, after)
+    assert cost.budget == 1.0 and cost.delta == 2.5e-6 and cost.fits
+    assert not any(k.startswith("a/") for k in preflight.content[keys.METRICS])
+    assert node.analytics_ledger.history() == history  # nothing charged
+    # a statistic riding along on a pre-flight reply is stopped
+    sneaky = reply(req, {"epsilon-spent": 0.0, "a/e/h0/n": 140.0})
+    assert "metric 'a/e/h0/n' is not on the egress allow-list" in check_reply(req, sneaky)
