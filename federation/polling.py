@@ -157,6 +157,8 @@ def patchable() -> list[str]:
             missing.append(f"{modules[role].__name__}.{name}")
     if not supernode_poll_patchable():
         missing.append("flwr.supernode.start_client_internal.time")
+    if not callable(getattr(_supernode_module(), "_pull_and_store_message", None)):
+        missing.append("flwr.supernode.start_client_internal._pull_and_store_message")
     return missing
 
 
@@ -173,6 +175,60 @@ def supernode_poll_patchable() -> bool:
     )
 
 
+def forget_unreceived_messages(module: ModuleType) -> None:
+    """Mend Flower 1.42's SuperNode for a SuperLink that restarts in the middle of a run.
+
+    The SuperNode creates a task and stores a message before it pulls the message's objects;
+    when the run stops meanwhile (the SuperLink restarted: `RunNotRunningException`), it returns
+    without finishing that task. The ClientApp executor then claims that oldest pending task
+    and waits for objects that never come, and every later message, of every run, waits
+    behind it: the school never answers again until its node is restarted. This wraps the
+    receive step so that such a task is finished as failed and its message dropped, exactly
+    as Flower's own "failed to receive" path does.
+    """
+    original = module._pull_and_store_message
+    if getattr(original, "_schoolfed_forgets", False):
+        return
+
+    @functools.wraps(original)
+    def pull_and_store(*, state: Any, object_store: Any, **kwargs: Any) -> int | None:
+        created: list[int] = []
+        stored: list[str] = []
+        create_task, store_message = state.create_task, state.store_message
+
+        def recording_create_task(*a: Any, **k: Any) -> int | None:
+            task_id = create_task(*a, **k)
+            if task_id is not None:
+                created.append(task_id)
+            return task_id
+
+        def recording_store_message(message: Message) -> Any:
+            stored.append(message.metadata.message_id)
+            return store_message(message)
+
+        state.create_task, state.store_message = recording_create_task, recording_store_message
+        try:
+            run_id = original(state=state, object_store=object_store, **kwargs)
+        finally:
+            state.create_task, state.store_message = create_task, store_message
+        if run_id is None and created:
+            from flwr.common.constant import SubStatus
+
+            if stored:
+                state.delete_messages(message_ids=stored)
+                for message_id in stored:
+                    object_store.delete(message_id)
+            state.finish_task(
+                created[-1],
+                sub_status=SubStatus.FAILED,
+                details="the run stopped while its message was being received",
+            )
+        return run_id
+
+    pull_and_store._schoolfed_forgets = True  # type: ignore[attr-defined]
+    module._pull_and_store_message = pull_and_store
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 3 or args[0] != "--poll" or args[2] != "--":
@@ -182,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("this Flower's SuperNode cannot take a shorter poll; use flower-supernode")
     _supernode_module().time = _CappedSleep(cap)  # type: ignore[attr-defined]
     quick_pulls(_supernode_module())
+    forget_unreceived_messages(_supernode_module())
     from flwr.supercore.logger import console_handler
     from flwr.supernode.cli import flower_supernode
 

@@ -173,6 +173,38 @@ def test_a_node_without_tls_cannot_join(district, tmp_path):
     assert "could not establish a connection to the SuperLink" in log.read_text()
 
 
+def test_a_superlink_restarted_mid_run_with_its_state_database_resumes_without_charging_twice(
+    district,
+):
+    """The SuperLink goes down in the middle of a run and comes back on the same state
+    database (registrations kept): the schools' SuperNodes reconnect by themselves, the run is
+    submitted again with its SchoolFed run id, and no school pays for any round twice."""
+    run_id = "superlink-restart"
+    first = dep.start_run(
+        district.district_dir, dep.RunRequest(rounds=2, target_epsilon=0.5, run_id=run_id)
+    )
+    progress = district.district_dir / "runs" / f"flwr-{first}.progress"
+    deadline = time.monotonic() + 180
+    while not (progress.is_file() and "round 1:" in progress.read_text()):
+        assert time.monotonic() < deadline, "round 1 did not finish"
+        time.sleep(0.1)
+
+    assert dep.district_down(district.district_dir)
+    dep.district_up(district.district_dir)
+    again = dep.start_run(
+        district.district_dir, dep.RunRequest(rounds=2, target_epsilon=0.5, run_id=run_id)
+    )
+    report = dep.wait_run(district.district_dir, again, timeout=300)
+
+    assert report["schools_missing"] == 0  # every school answered the resumed run
+    for s in report["schools"]:
+        paid = [
+            spend for spend in _spends(district.node_dirs[s["school_id"]]) if spend[0] == run_id
+        ]
+        assert sorted(paid) == [(run_id, 1), (run_id, 2)]  # each round paid once, in either run
+    assert not dep.run_status(district.district_dir, first).endswith("completed")
+
+
 def test_an_analytics_query_is_answered_by_the_deployed_schools_and_a_second_one_refused(
     district, tmp_path
 ):
