@@ -226,7 +226,7 @@ def forget_unreceived_messages(module: ModuleType) -> None:
         return run_id
 
     pull_and_store._schoolfed_forgets = True  # type: ignore[attr-defined]
-    module._pull_and_store_message = pull_and_store
+    module._pull_and_store_message = pull_and_store  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> None:
