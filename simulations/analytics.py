@@ -201,21 +201,27 @@ def exact_answers(
 
 
 def noisy_answers(
-    exact: dict[str, dict[str, float]], request: AnalyticsRequest, *, delta: float, seed: int
+    exact: dict[str, dict[str, float]],
+    request: AnalyticsRequest,
+    *,
+    delta: float,
+    seed: int,
+    noise_scale: float = 1.0,
 ) -> list[SchoolAnswer]:
-    """One seeded repetition of every school's noisy answer."""
+    """One seeded repetition of every school's noisy answer. `noise_scale` multiplies each
+    school's σ (1: the school's own calibrated noise; 1/√schools: a pooled cell every school
+    released carries one school's noise, the central-DP level — a floor, not a release)."""
     mech = mechanism_for(request, delta=delta)
+    sigma = mech.sigma * noise_scale
     out = []
     for school, values in exact.items():
         names = list(values)
-        noisy = mech.release(
-            np.array([values[n] for n in names]),
-            generator=noise_generator(seed=seed, label=f"{request.query_id}/{school}"),
-        )
+        generator = noise_generator(seed=seed, label=f"{request.query_id}/{school}")
+        noisy = np.array([values[n] for n in names]) + generator.normal(0.0, sigma, len(names))
         out.append(
             SchoolAnswer(
                 school, "answered", "", dict(zip(names, map(float, noisy), strict=True)),
-                noise_std=mech.sigma,
+                noise_std=sigma,
             )
         )  # fmt: skip
     return out
@@ -247,6 +253,7 @@ def coverage_study(
     k: int,
     delta: float,
     truth: dict[str, float] | None = None,
+    noise_scale: float = 1.0,
 ) -> CoverageStudy:
     """How often each interval covers the noise-free pooled estimate (or `truth`, adjusted
     effects only), and how often the top three match the noise-free ranking."""
@@ -263,7 +270,10 @@ def coverage_study(
     all_in = order = same = 0
     top = reference.ranking()[:3]
     for rep in range(repetitions):
-        result = combine(query, noisy_answers(exact, request, delta=delta, seed=rep))
+        result = combine(
+            query,
+            noisy_answers(exact, request, delta=delta, seed=rep, noise_scale=noise_scale),
+        )
         covered_all = True
         for e in result.effects:
             if e["type"] not in ref or e["adjusted"] is None:
