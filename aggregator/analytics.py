@@ -17,6 +17,14 @@ and sampling:
   Σ σ_school²) plus the binomial sampling variance of each rate; the adjusted effect adds the
   noise of its weights.
 
+In **secure mode** (the policy requires secure aggregation) the district never sees a school's
+answer: it gets the SecAgg+ sum over the schools (`SecureTotal`), whose every entry carries the
+noise shares of all the vectors summed (variance `vectors` × σ²/t ≥ σ², t the reconstruction
+threshold) plus SecAgg+'s quantization error (its variance bound is added; it is negligible),
+and how many schools released each entry. The not-involved counts arrive directly (n0, s0),
+so they carry one noise share each instead of two. Per-school estimates are not available by
+design; each school's ε still comes from its plain status.
+
 Effects are in at-risk rate points (0.05 = 5 percentage points); negative means families with
 that involvement are *less* often at risk. Types are ranked from the most negative adjusted
 effect (most protective) to the most positive.
@@ -175,6 +183,7 @@ class SchoolAnswer:
     epsilon_budget: float = 0.0
     delta: float = 0.0
     suppressed: int = 0
+    threshold: int = 0  # secure mode: the t the school added its noise share for
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,45 @@ class Estimate:
         }
 
 
+@dataclass(frozen=True)
+class SecureTotal:
+    """The SecAgg+ sum of the schools' analytics vectors, as the district decodes it."""
+
+    values: dict[str, float]  # pooled noisy statistic, for entries at least one school released
+    contributors: dict[str, int]  # how many schools' families are in each of those entries
+    vectors: int  # vectors in the sum, each with a noise share of variance σ²/t
+    threshold: int  # t: SecAgg+'s reconstruction threshold (fewest vectors in any sum)
+    sigma: float  # the query's calibrated σ (one school's full noise)
+    quantization_max: float  # largest quantization error of one summed entry (counts)
+    quantization_var: float  # its variance bound (added to the noise variance)
+    suppressed: int  # cells withheld at the schools, all together
+    clipped: int  # entries clipped to the value bound (0 unless the bound was too small)
+    value_bound: float
+
+    @property
+    def noise_var(self) -> float:
+        """The noise variance of every summed entry: vectors × σ²/t, plus quantization."""
+        return self.vectors * self.sigma**2 / self.threshold + self.quantization_var
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "vectors": self.vectors,
+            "threshold": self.threshold,
+            "sigma": self.sigma,
+            "noise_sd_per_entry": math.sqrt(self.noise_var),
+            "quantization_max_error": self.quantization_max,
+            "quantization_sd": math.sqrt(self.quantization_var),
+            "value_bound": self.value_bound,
+            "suppressed_cells": self.suppressed,
+            "clipped_entries": self.clipped,
+            "entries_released": len(self.values),
+            "released": {
+                name: {"sum": value, "schools": self.contributors[name]}
+                for name, value in self.values.items()
+            },
+        }
+
+
 @dataclass
 class AnalyticsResult:
     query: Query
@@ -203,6 +251,8 @@ class AnalyticsResult:
     segments: list[dict[str, Any]] = field(default_factory=list)
     describe: list[dict[str, Any]] = field(default_factory=list)
     schools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mode: Literal["local", "secure"] = "local"
+    secure: dict[str, Any] | None = None  # SecureTotal.as_dict() in secure mode
 
     def ranking(self) -> list[str]:
         return [e["type"] for e in self.effects if e["adjusted"] is not None]
@@ -216,6 +266,8 @@ class AnalyticsResult:
             "segments": self.segments,
             "describe": self.describe,
             "schools": self.schools,
+            "mode": self.mode,
+            "secure_aggregation": self.secure,
         }
 
 
@@ -226,13 +278,16 @@ def _z(confidence: float) -> float:
 @dataclass(frozen=True)
 class _Cell:
     """Pooled statistics of one (stratum, type): N, S of the stratum, N1, S1 of the involved,
-    and the noise variance each of the four carries."""
+    and the noise variance each released statistic carries. `direct`: the not-involved N0, S0
+    were released themselves (secure mode), so N = N1 + N0 and S = S1 + S0; otherwise N and S
+    were released and N0 = N − N1, S0 = S − S1 carry two noise terms each."""
 
     n: float
     s: float
     n1: float
     s1: float
     var: float
+    direct: bool = False
 
     def __add__(self, other: _Cell) -> _Cell:
         return _Cell(
@@ -241,7 +296,13 @@ class _Cell:
             self.n1 + other.n1,
             self.s1 + other.s1,
             self.var + other.var,
+            self.direct and other.direct,
         )
+
+    @property
+    def n_var(self) -> float:
+        """Noise variance of N (the weights')."""
+        return 2 * self.var if self.direct else self.var
 
     @property
     def usable(self) -> bool:
@@ -259,7 +320,10 @@ class _Cell:
         a, b, c, d = self.n1, self.s1, self.n, self.s
         n0, s0 = c - a, d - b
         r1, r0 = _rate(b, a), _rate(s0, n0)
-        grads = (-b / a**2 - s0 / n0**2, 1 / a + 1 / n0, s0 / n0**2, -1 / n0)
+        if self.direct:  # over (N1, S1, N0, S0)
+            grads: tuple[float, ...] = (-b / a**2, 1 / a, s0 / n0**2, -1 / n0)
+        else:  # over (N1, S1, N, S)
+            grads = (-b / a**2 - s0 / n0**2, 1 / a + 1 / n0, s0 / n0**2, -1 / n0)
         noise = self.var * sum(g * g for g in grads)
         sampling = r1 * (1 - r1) / a + r0 * (1 - r0) / n0
         return r1 - r0, noise, sampling
@@ -284,10 +348,15 @@ def _cells(
     h = f"{STAT}e/{stratum}"
     for ans in answers:
         v = ans.values
+        direct = (f"{h}/{kind}/n1", f"{h}/{kind}/s1", f"{h}/{kind}/n0", f"{h}/{kind}/s0")
         keys = (f"{h}/n", f"{h}/s", f"{h}/{kind}/n1", f"{h}/{kind}/s1")
-        if not all(k in v for k in keys):
+        if all(k in v for k in direct):  # secure mode: the same schools in all four
+            n1, s1, n0, s0 = (v[k] for k in direct)
+            cell = _Cell(n1 + n0, s1 + s0, n1, s1, ans.noise_std**2, direct=True)
+        elif all(k in v for k in keys):
+            cell = _Cell(v[keys[0]], v[keys[1]], v[keys[2]], v[keys[3]], ans.noise_std**2)
+        else:
             continue
-        cell = _Cell(v[keys[0]], v[keys[1]], v[keys[2]], v[keys[3]], ans.noise_std**2)
         by_school[ans.school_id] = cell
         pooled = cell if pooled is None else pooled + cell
     return pooled, by_school
@@ -302,11 +371,32 @@ def _stratum_name(query: Query, stratum: tuple[int, ...]) -> str:
     )
 
 
-def combine(query: Query, answers: Sequence[SchoolAnswer]) -> AnalyticsResult:
-    """Pool the schools' answers into estimates with confidence intervals."""
+SECURE_SUM = "secure-sum"  # the one answer combine sees in secure mode: the SecAgg+ sum
+
+
+def combine(
+    query: Query, answers: Sequence[SchoolAnswer], *, secure: SecureTotal | None = None
+) -> AnalyticsResult:
+    """Pool the schools' answers into estimates with confidence intervals.
+
+    Local mode: `answers` carry each school's noisy statistics. Secure mode: `secure` is the
+    SecAgg+ sum and `answers` the schools' plain statuses (no statistics)."""
     z = _z(query.confidence)
     answered = [a for a in answers if a.status == "answered"]
     result = AnalyticsResult(query)
+    if secure is not None:
+        if any(a.values for a in answers):
+            raise ValueError("secure mode: a school's own statistics reached the district")
+        result.mode, result.secure = "secure", secure.as_dict()
+        answered = [
+            SchoolAnswer(
+                SECURE_SUM,
+                "answered",
+                "",
+                dict(secure.values),
+                noise_std=math.sqrt(secure.noise_var),
+            )
+        ]
     result.schools = {
         a.school_id: {
             "status": a.status,
@@ -316,7 +406,7 @@ def combine(query: Query, answers: Sequence[SchoolAnswer]) -> AnalyticsResult:
             "epsilon_budget": a.epsilon_budget,
             "delta": a.delta,
             "noise_std": a.noise_std,
-            "suppressed": a.suppressed,
+            "suppressed": None if secure is not None else a.suppressed,
         }
         for a in sorted(answers, key=lambda a: a.school_id)
     }
@@ -369,7 +459,8 @@ def _effects(
                     {"stratum": _stratum_name(query, stratum), "weight": w, "difference": d}
                 )
                 for involved, rate, n in ((True, r1, cell.n1), (False, r0, cell.n - cell.n1)):
-                    sd_noise = math.sqrt(cell.var * (1 + rate * rate) * (1 if involved else 2)) / n
+                    twice = 1 if involved or cell.direct else 2  # N0 = N − N1, S0 = S − S1
+                    sd_noise = math.sqrt(cell.var * (1 + rate * rate) * twice) / n
                     sd_samp = math.sqrt(rate * (1 - rate) / n)
                     segments.append(
                         {
@@ -382,11 +473,11 @@ def _effects(
                     )
             # the weights are noisy counts too: first-order effect of their noise
             for d, cell in diffs:
-                weight_var += (d - adj) ** 2 * cell.var / n_all**2
+                weight_var += (d - adj) ** 2 * cell.n_var / n_all**2
             entry["adjusted"] = _estimate(adj, nvar + weight_var, svar, z).as_dict()
         result.effects.append(entry)
         for sid, cell in sorted(school_cells.items()):
-            if cell.usable:
+            if cell.usable and sid != SECURE_SUM:
                 d, nv, sv = cell.difference()
                 result.per_school.setdefault(kind, {})[sid] = _estimate(d, nv, sv, z).as_dict()
     result.effects.sort(

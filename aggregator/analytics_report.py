@@ -46,6 +46,29 @@ def markdown(result: AnalyticsResult) -> str:
         f"`{q.outcome}` (share of families whose child gets mostly C's or lower).",
         "",
     ]
+    if result.mode == "secure" and result.secure is not None:
+        s = result.secure
+        lines += [
+            f"Mode: **secure aggregation (SecAgg+)** — the district saw only the sum of"
+            f" {s['vectors']} schools' answers (SecAgg+ reveals no sum of fewer than"
+            f" t = {s['threshold']}); each school added noise of variance σ²/t (σ ="
+            f" {s['sigma']:.2f}), so every pooled statistic carries noise sd"
+            f" {s['noise_sd_per_entry']:.2f} (≥ σ). SecAgg+'s quantization moves a summed"
+            f" count by at most {s['quantization_max_error']:.3f} (sd"
+            f" {s['quantization_sd']:.4f}, included in the intervals). Cells withheld at the"
+            f" schools (fewer than k families): {s['suppressed_cells']} in all.",
+            "",
+            "Trust: this holds against the district as long as SecAgg+ does (the district runs"
+            " it as specified and controls fewer than t of the parties); a district colluding"
+            " with schools that reveal their own noise weakens it to σ²/t per honest school.",
+            "",
+        ]
+    else:
+        lines += [
+            "Mode: **local noise** — each school added its own full noise (σ² per statistic)"
+            " and the district saw every school's noisy answer.",
+            "",
+        ]
     if result.effects:
         lines += [
             "## Involvement effects",
@@ -69,7 +92,15 @@ def markdown(result: AnalyticsResult) -> str:
                 f" {_interval(e['raw'])} | {rates} | {noise} |"
             )
         lines += ["", f"![effects]({EFFECTS_PNG})", ""]
-    if result.per_school:
+    if result.mode == "secure":
+        lines += [
+            "## Per school",
+            "",
+            "Per-school spread is not available in secure mode, by design: the district only"
+            " holds the sum over schools. Each school's ε is below.",
+            "",
+        ]
+    elif result.per_school:
         lines += [
             "## Per school (raw difference, where the school's cells were released)",
             "",
@@ -111,7 +142,8 @@ def markdown(result: AnalyticsResult) -> str:
     for sid, s in result.schools.items():
         lines.append(
             f"| {sid} | {s['status']} | {fmt(s['epsilon_query'])} | {fmt(s['epsilon_spent'])} |"
-            f" {fmt(s['epsilon_budget'])} | {s['suppressed']} |"
+            f" {fmt(s['epsilon_budget'])} |"
+            f" {'pooled' if s['suppressed'] is None else s['suppressed']} |"
         )
     lines += ["", f"![epsilon]({EPSILON_PNG})", ""]
     return "\n".join(lines)

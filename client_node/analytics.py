@@ -25,6 +25,21 @@ stratum; a description cell or histogram bin with fewer than k families is not r
 Suppression is decided on the true counts, before noise, so no released statistic ever comes
 from fewer than k families.
 
+**Secure mode** (the policy requires secure aggregation): the answer is one school's input to
+Flower's SecAgg+ sum (federation/analytics_secagg.py), so the district sees only the sum over
+schools. The layout differs in one way: per stratum and type the school releases the involved
+(n1, s1) *and* the not-involved (n0, s0) counts directly, so each pooled cell sums the same
+schools in all four (a school that suppressed the type in a stratum adds zeros to all four)
+and the sensitivity is unchanged (a family adds (1, y) to one of the two pairs per type).
+Describes by school are pooled into one group, `all-schools`: per-school figures are not
+available by design. Every entry of the vector — released or zeroed — gets N(0, σ²/t), σ the
+query's calibrated scale and t SecAgg+'s reconstruction threshold (the fewest schools any sum
+the district can unmask contains), so every revealed sum carries at least σ²; beside the
+values the vector carries a 1 per released entry (how many schools' families are in each pooled
+cell), a 1 for the school's noise share, and its count of suppressed cells. A school that
+declines (budget, too small) sends zeros with its noise share: noise on nothing costs nothing
+and keeps every sum's noise at t shares or more. Trust: module federation/analytics_secagg.py.
+
 Involvement types, context variables and groups map to the table's own columns
 (`INVOLVEMENT`, `CONTEXT`, `GROUPS`): the NCES NHES 2019 PFI columns, which the synthetic
 involvement district (simulations/involvement.py) uses as well. A type the table has no column
@@ -354,6 +369,7 @@ class AnalyticsOutcome:
     delta: float = 0.0
     suppressed: int = 0
     unavailable: tuple[str, ...] = ()
+    threshold: int = 0  # secure mode: SecAgg+'s reconstruction threshold t (0: local mode)
 
 
 def analytics_frame(node: SchoolNode) -> pd.DataFrame:
@@ -453,15 +469,7 @@ def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcom
     except BudgetExceeded as exc:
         return outcome(AnswerStatus.REFUSED, str(exc), values={})
     names = list(exact.values)
-    label = f"{request.query_id}/{node.school_id}"
-    if request.seed is not None:
-        # A seed from the district makes a simulation repeatable but never predictable to the
-        # district: it is mixed with the school's own secret (HMAC), so whoever chose the seed
-        # still cannot reproduce the noise and subtract it.
-        secret = load_or_create_secret(node.dir)
-        label = hmac.new(
-            secret, f"analytics-noise:{request.seed}/{label}".encode(), "sha256"
-        ).hexdigest()
+    label = _noise_label(node, request, f"{request.query_id}/{node.school_id}")
     generator = noise_generator(seed=request.seed, label=label)
     noisy = mech.release(np.array([exact.values[n] for n in names]), generator=generator)
     return outcome(
@@ -475,3 +483,186 @@ def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcom
         suppressed=exact.suppressed,
         unavailable=exact.unavailable,
     )
+
+
+# --- secure mode: the school's input to a SecAgg+ sum ------------------------------------------
+
+POOLED_GROUP = "all-schools"  # a describe `by: school` in secure mode: one pooled group
+
+
+def secure_statistic_names(request: AnalyticsRequest) -> list[str]:
+    """The entries of a secure-mode answer, in vector order (the same for every school)."""
+    names: list[str] = []
+    if request.involvement:
+        for stratum in request.strata:
+            h = f"{STAT_PREFIX}e/{stratum_key(stratum)}"
+            names += [f"{h}/n", f"{h}/s"]
+            for t in request.involvement:
+                names += [f"{h}/{t}/n1", f"{h}/{t}/s1", f"{h}/{t}/n0", f"{h}/{t}/s0"]
+    for i, d in enumerate(request.describe):
+        groups = [POOLED_GROUP] if d.by == "school" else [b[0] for b in GRADE_BANDS]
+        for g in groups:
+            cell = f"{STAT_PREFIX}d{i}/{g}"
+            names.append(f"{cell}/n")
+            for v in d.variables:
+                names.append(f"{cell}/{v}/sum")
+                names += [f"{cell}/{v}/bin{b}" for b in range(d.bins)]
+    return names
+
+
+def secure_values(
+    exact: ExactStatistics, request: AnalyticsRequest, *, school_id: str
+) -> dict[str, float]:
+    """The released (k-suppressed) statistics in the secure layout: n0 = n − n1, s0 = s − s1
+    per released type cell, and by-school describe cells renamed to the pooled group."""
+    v, out = exact.values, {}
+    for stratum in request.strata if request.involvement else []:
+        h = f"{STAT_PREFIX}e/{stratum_key(stratum)}"
+        if f"{h}/n" not in v:
+            continue
+        n, s = v[f"{h}/n"], v[f"{h}/s"]
+        out[f"{h}/n"], out[f"{h}/s"] = n, s
+        for t in request.involvement:
+            if f"{h}/{t}/n1" in v:
+                n1, s1 = v[f"{h}/{t}/n1"], v[f"{h}/{t}/s1"]
+                out[f"{h}/{t}/n1"], out[f"{h}/{t}/s1"] = n1, s1
+                out[f"{h}/{t}/n0"], out[f"{h}/{t}/s0"] = n - n1, s - s1
+    for i, d in enumerate(request.describe):
+        prefix = f"{STAT_PREFIX}d{i}/"
+        own = f"{prefix}{school_id}/"
+        for key, value in v.items():
+            if key.startswith(prefix):
+                out[prefix + POOLED_GROUP + "/" + key[len(own) :] if d.by == "school" else key] = (
+                    value
+                )
+    return out
+
+
+@dataclass(frozen=True)
+class SecureShare:
+    """One school's input to the SecAgg+ sum, before SecAgg+ scales, quantizes and masks it."""
+
+    values: np.ndarray  # per secure name: the released value (0 if not) + N(0, σ²/t)
+    released: np.ndarray  # per secure name: 1 where the school released the entry
+    suppressed: int  # cells the school withheld (k)
+
+
+def secure_share(
+    released: dict[str, float],
+    names: list[str],
+    *,
+    noise_std: float,
+    generator: np.random.Generator,
+    suppressed: int = 0,
+) -> SecureShare:
+    """Zeros where nothing is released, then noise of `noise_std` (= σ/√t) on every entry."""
+    exact = np.array([released.get(n, 0.0) for n in names], dtype=np.float64)
+    flags = np.array([1.0 if n in released else 0.0 for n in names])
+    return SecureShare(exact + generator.normal(0.0, noise_std, len(names)), flags, suppressed)
+
+
+def secure_noise_std(mech: GaussianMechanism, threshold: int) -> float:
+    """Each school's share of the noise: variance σ²/t, so t shares or more carry σ²."""
+    if threshold < 2:
+        raise NodeError(f"secure analytics: reconstruction threshold {threshold} is below 2")
+    return mech.sigma / math.sqrt(threshold)
+
+
+def _noise_label(node: SchoolNode, request: AnalyticsRequest, label: str) -> str:
+    if request.seed is None:
+        return label
+    # A seed from the district makes a simulation repeatable but never predictable to the
+    # district: it is mixed with the school's own secret (HMAC), so whoever chose the seed
+    # still cannot reproduce the noise and subtract it.
+    secret = load_or_create_secret(node.dir)
+    return hmac.new(
+        secret, f"analytics-noise:{request.seed}/{label}".encode(), "sha256"
+    ).hexdigest()
+
+
+def answer_secure(
+    node: SchoolNode, request: AnalyticsRequest, *, threshold: int, value_bound: float
+) -> tuple[AnalyticsOutcome, SecureShare]:
+    """The school's SecAgg+ input for `request`: (its plain status, its share).
+
+    `threshold` is t, read by the caller from SecAgg+'s own protocol state (never from the
+    district's request). A school that cannot take part (too small, above the run's value bound,
+    budget spent, a table that cannot answer) still returns a share — zeros plus its noise
+    share, uncharged — so the sum keeps t noise shares or more. A request or policy so broken
+    that σ cannot be computed raises NodeError: the school drops out of the round instead.
+    """
+    policy, ledger = node.policy, node.analytics_ledger
+    budget = policy.analytics_budget
+    mech = mechanism_for(request, delta=budget.delta)
+    share_std = secure_noise_std(mech, threshold)
+    names = secure_statistic_names(request)
+    label = _noise_label(node, request, f"{request.query_id}/{node.school_id}/secure")
+    generator = noise_generator(seed=request.seed, label=label)
+
+    def declined(status: AnswerStatus, reason: str) -> tuple[AnalyticsOutcome, SecureShare]:
+        node.audit.append(
+            "refusal",
+            what="analytics",
+            status=str(status),
+            reason=reason,
+            query_id=request.query_id,
+            policy_id=policy.policy_id,
+            policy_version=policy.version,
+        )
+        outcome = AnalyticsOutcome(
+            school_id=node.school_id,
+            status=status,
+            reason=reason,
+            values={},
+            noise_std=share_std,
+            epsilon_spent=ledger.spent(),
+            epsilon_budget=budget.epsilon,
+            delta=budget.delta,
+            threshold=threshold,
+        )
+        return outcome, secure_share({}, names, noise_std=share_std, generator=generator)
+
+    frame = analytics_frame(node)
+    if len(frame) < policy.min_school_size:
+        return declined(
+            AnswerStatus.EXCLUDED,
+            f"{len(frame)} families is below the policy's minimum school size"
+            f" {policy.min_school_size}",
+        )
+    if len(frame) + 10 * share_std > value_bound:
+        return declined(
+            AnswerStatus.EXCLUDED,
+            f"{len(frame)} families (plus the noise's tail) is above the run's secure-aggregation"
+            f" value bound {value_bound:g}; the district must raise it",
+        )
+    try:
+        exact = exact_statistics(frame, request, school_id=node.school_id, k=policy.min_cohort_k)
+    except NodeError as exc:
+        return declined(AnswerStatus.FAILED, str(exc))
+    try:
+        ledger.charge(mech.spend, run_id=request.query_id, round=1)
+    except BudgetExceeded as exc:
+        return declined(AnswerStatus.REFUSED, str(exc))
+    share = secure_share(
+        secure_values(exact, request, school_id=node.school_id),
+        names,
+        noise_std=share_std,
+        generator=generator,
+        suppressed=exact.suppressed,
+    )
+    outcome = AnalyticsOutcome(
+        school_id=node.school_id,
+        status=AnswerStatus.ANSWERED,
+        reason="",
+        values={},
+        noise_std=share_std,
+        noise_multiplier=mech.noise_multiplier,
+        l2_sensitivity=mech.l2_sensitivity,
+        epsilon_query=mech.epsilon(delta=budget.delta),
+        epsilon_spent=ledger.spent(),
+        epsilon_budget=budget.epsilon,
+        delta=budget.delta,
+        unavailable=exact.unavailable,
+        threshold=threshold,
+    )
+    return outcome, share

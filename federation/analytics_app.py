@@ -5,6 +5,10 @@ school and collects their answers; the ClientApp handler (`analytics_reply`, reg
 `@app.query("analytics")` in federation/client_app.py) answers through
 `client_node.analytics.answer_query`. Replies pass the same egress guard and audit log as
 training replies: the guard lets out only the statistics the request asked for.
+
+This is local mode: the district sees every school's noisy answer. A school whose policy
+requires secure aggregation refuses it (nothing is charged); the district asks it through
+SecAgg+ instead (federation/analytics_secagg.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ MESSAGE_TYPE = f"query.{keys.ANALYTICS_ACTION}"
 COST_STATUS = "cost"  # a pre-flight reply's status
 COST_KEYS = frozenset(
     {"epsilon-query", "epsilon-spent", "epsilon-after", "epsilon-budget", "delta"}
+)
+PLAIN_ANSWER_REFUSED = (
+    "the policy requires secure aggregation (SecAgg+); this query asks for the school's own "
+    "answer in plain"
 )
 __all__ = ["MESSAGE_TYPE", "Mod", "analytics_reply", "build_analytics_server_app"]
 
@@ -129,9 +137,26 @@ def analytics_reply(message: Message, node_dir: Path) -> Message:
     try:
         request = request_from(message)
         node = SchoolNode(node_dir)
-        if request.cost_only:
+        if request.cost_only:  # the pre-flight: no statistic, allowed under any policy
             return Message(_cost_reply(cost_of(node, request), node), reply_to=message)
-        outcome = answer_query(node, request)
+        if node.policy.secure_aggregation_required:
+            outcome = AnalyticsOutcome(
+                school_id=node.school_id,
+                status=AnswerStatus.REFUSED,
+                reason=PLAIN_ANSWER_REFUSED,
+                values={},
+            )
+            node.audit.append(
+                "refusal",
+                what="analytics",
+                status=str(outcome.status),
+                reason=PLAIN_ANSWER_REFUSED,
+                query_id=request.query_id,
+                policy_id=node.policy.policy_id,
+                policy_version=node.policy.version,
+            )
+        else:
+            outcome = answer_query(node, request)
     except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
         outcome = AnalyticsOutcome(
             school_id=node.school_id if node is not None else node_dir.name,

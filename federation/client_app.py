@@ -4,6 +4,11 @@ The node directory comes from the SuperNode's node config (`node-dir`) in deploy
 simulation builds the app with a resolver that maps each virtual node to its school's folder.
 Every reply passes the egress guard.
 
+Analytics queries come as `query.analytics` messages (local mode) or, under a policy that
+requires secure aggregation, as a SecAgg+ round (federation/analytics_secagg.py) whose masked
+vector is the school's noise share of the sum; a school under such a policy declines a plain
+analytics query, as it declines a plain training request.
+
 Training comes in two forms: a plain request (Message API) answered with the trained model, and
 Flower's SecAgg+ protocol (`federation.secagg`), where this app only computes the school's
 delta at the masked-vector stage and `secaggplus_mod` masks it before it leaves. A school whose
@@ -31,14 +36,14 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
 from client_node.node import RoundOutcome, RoundStatus, SchoolNode
 from client_node.training import Evaluation, TrainSettings
-from federation import keys, secagg
+from federation import analytics_secagg, keys, secagg
 from federation.analytics_app import analytics_reply
 from federation.egress import audit_egress, egress_guard
 from policies.errors import PolicyError
@@ -172,18 +177,6 @@ def _failure(node_dir: Path, exc: Exception) -> RecordDict:
     return RecordDict({keys.STATUS: _status(node_dir.name, RoundStatus.FAILED, str(exc))})
 
 
-def _masked_input(vector: list[np.ndarray], weight: int, plain: dict) -> RecordDict:
-    """What `secaggplus_mod` masks (the vector, weighted) and what it lets through beside it
-    (the school's status and aggregate metrics): Flower's legacy FitRes layout."""
-    fitres = FitRes(
-        status=Status(code=Code.OK, message=""),
-        parameters=ndarrays_to_parameters(vector),
-        num_examples=weight,
-        metrics=plain,
-    )
-    return compat.fitres_to_recorddict(fitres, keep_input=False)
-
-
 def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
     """The masked-vector stage of SecAgg+: train, and hand the scaled delta to the mod.
 
@@ -220,13 +213,13 @@ def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
             )
     except (NodeError, PolicyError, PrivacyError, ValueError) as exc:
         status = _status(node_dir.name, RoundStatus.FAILED, str(exc), node)
-        return _masked_input(zero, 0, dict(status))
+        return secagg.masked_input(zero, 0, dict(status))
     plain = {
         **_status(outcome.school_id, outcome.status, outcome.reason, node),
         **_train_metrics(outcome),
     }
     if outcome.weights is None:
-        return _masked_input(zero, 0, plain)
+        return secagg.masked_input(zero, 0, plain)
     update = {k: outcome.weights[k].astype(np.float64) - start[k] for k in terms.names}
     vector, clipped = secagg.encode_update(
         update, names=terms.names, bound=terms.update_bound, scale=terms.update_scale
@@ -236,7 +229,7 @@ def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
             "school %s: %.2f %% of its update was clipped to ±%g for secure aggregation",
             outcome.school_id, 100 * clipped, terms.update_bound,
         )  # fmt: skip
-    return _masked_input(vector, outcome.n_families, plain)
+    return secagg.masked_input(vector, outcome.n_families, plain)
 
 
 def build_client_app(
@@ -252,6 +245,10 @@ def build_client_app(
     @app.train()
     def train(message: Message, context: Context) -> Message:
         node_dir = node_dir_of(context)
+        if secagg.is_secagg_train(message) and analytics_secagg.is_analytics(message):
+            # a secure analytics query: the school's noise share of a SecAgg+ sum
+            content = analytics_secagg.secure_analytics_input(message, node_dir, context)
+            return Message(content, reply_to=message)
         if secagg.is_secagg_train(message):
             return Message(_secagg_train(message, node_dir), reply_to=message)
         try:

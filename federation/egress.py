@@ -7,7 +7,8 @@ stopped. Fail closed.
 
 A reply to a SecAgg+ training message may hold only SecAgg+'s own keys (public keys, encrypted
 shares, the masked vector, key shares), the school's status and aggregate metrics beside them,
-and no unmasked array at all.
+and no unmasked array at all; beside a secure analytics vector, only the school's status and
+its ε and noise figures (analytics_secagg.SECURE_PLAIN_METRICS), never a statistic.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.serde import recorddict_to_proto
 
 from client_node.node import node_audit_log
-from federation import analytics_app, keys, secagg
+from federation import analytics_app, analytics_secagg, keys, secagg
 from privacy.crypto import sha256_hex
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,12 @@ def check_reply(request: Message, reply: Message) -> str | None:
     if reply.has_error():
         return None
     if secagg.is_secagg_train(request):
-        return _check_secagg_reply(reply)
+        plain = (
+            analytics_secagg.SECURE_PLAIN_METRICS
+            if analytics_secagg.is_analytics(request)
+            else keys.TRAIN_METRICS
+        )
+        return _check_secagg_reply(reply, plain)
     content = reply.content
     extra = set(content.keys()) - keys.ALLOWED_RECORDS
     if extra:
@@ -78,7 +84,7 @@ def check_reply(request: Message, reply: Message) -> str | None:
     return None
 
 
-def _check_secagg_reply(reply: Message) -> str | None:
+def _check_secagg_reply(reply: Message, plain: frozenset[str]) -> str | None:
     content = reply.content
     extra = set(content.keys()) - secagg.SECAGG_REPLY_RECORDS
     if extra:
@@ -100,7 +106,7 @@ def _check_secagg_reply(reply: Message) -> str | None:
                 if key in keys.STATUS_KEYS:
                     if not isinstance(value, str):
                         return "status values must be text"
-                elif key in keys.TRAIN_METRICS:
+                elif key in plain:
                     if not isinstance(value, int | float) or isinstance(value, bool):
                         return f"metric {key!r} is not a single number"
                 else:

@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.compat.common import recorddict_compat as compat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from client_node.errors import NodeError
@@ -147,6 +150,18 @@ def encode_update(
     return [*out, np.array([share], dtype=np.float64)], share
 
 
+def masked_input(vector: list[np.ndarray], weight: int, plain: dict) -> RecordDict:
+    """What `secaggplus_mod` masks (the vector, weighted) and what it lets through beside it
+    (the school's status and aggregate metrics): Flower's legacy FitRes layout."""
+    fitres = FitRes(
+        status=Status(code=Code.OK, message=""),
+        parameters=ndarrays_to_parameters(vector),
+        num_examples=weight,
+        metrics=plain,
+    )
+    return compat.fitres_to_recorddict(fitres, keep_input=False)
+
+
 def zero_update(shapes: Mapping[str, tuple[int, ...]], names: Sequence[str]) -> list[np.ndarray]:
     """A declining school's contribution: nothing (it is sent with weight 0)."""
     return [*(np.zeros(shapes[n], dtype=np.float64) for n in names), np.zeros(1, np.float64)]
@@ -181,3 +196,77 @@ def quantization_error_bound(
     if d <= 0:
         return math.inf
     return 3 * k * update_bound / (q * d)
+
+
+# --- secure analytics (federation/analytics_secagg.py): what a school feeds into SecAgg+ -----
+
+VALUE_BOUND = "value-bound"  # the district's bound on any entry of an analytics vector
+DEFAULT_VALUE_BOUND = 10_000.0  # families; at least the largest school plus the noise's tail
+ANALYTICS_MAX_WEIGHT = 1.0  # every vector has weight 1: SecAgg+'s mean × the vectors = the sum
+TAIL = 3  # noise shares, suppressed cells, clipped entries
+
+
+@dataclass(frozen=True)
+class AnalyticsSum:
+    """What the district decodes from SecAgg+'s sum of the schools' analytics vectors."""
+
+    values: np.ndarray  # per secure statistic: Σ (released value + noise share)
+    released: np.ndarray  # per secure statistic: how many schools released it (integers)
+    noise_shares: int  # vectors carrying a noise share (every vector in the sum)
+    suppressed: int  # cells withheld at the schools (k), all schools together
+    clipped: int  # entries clipped to ±value bound (0 unless the bound is too small)
+
+
+def encode_analytics(
+    values: np.ndarray,
+    released: np.ndarray,
+    *,
+    suppressed: int,
+    bound: float,
+    clipping_range: float,
+) -> tuple[list[np.ndarray], int]:
+    """The vector a school hands to SecAgg+: its noisy values clipped to ±bound, its released
+    flags, then (1 noise share, suppressed cells, clipped entries); all scaled by
+    clipping_range / bound so SecAgg+'s own clip never acts. Returns (vector, clipped)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("the analytics share is not finite")
+    clipped = int((np.abs(values) > bound).sum())
+    scale = clipping_range / bound
+    tail = np.array([1.0, float(suppressed), float(clipped)])
+    return [
+        np.clip(values, -bound, bound) * scale,
+        np.asarray(released, dtype=np.float64) * scale,
+        tail * scale,
+    ], clipped
+
+
+def decode_analytics(
+    mean: Sequence[np.ndarray], *, vectors: int, bound: float, clipping_range: float
+) -> AnalyticsSum:
+    """The sum from SecAgg+'s weighted mean (all weights 1) of `vectors` analytics vectors.
+    Counts are rounded: their quantization error stays below half a unit (see
+    `analytics_quantization`)."""
+    if len(mean) != 3 or len(mean[2]) != TAIL or len(mean[0]) != len(mean[1]):
+        raise ValueError(f"the analytics aggregate has the wrong layout: {[len(a) for a in mean]}")
+    total = [np.asarray(a, dtype=np.float64) * vectors * bound / clipping_range for a in mean]
+    tail = np.rint(total[2]).astype(int)
+    return AnalyticsSum(
+        values=total[0],
+        released=np.rint(total[1]).astype(int),
+        noise_shares=int(tail[0]),
+        suppressed=int(tail[1]),
+        clipped=int(tail[2]),
+    )
+
+
+def analytics_quantization(
+    *, vectors: int, bound: float, quantization_range: int = DEFAULT_QUANTIZATION_RANGE
+) -> tuple[float, float]:
+    """(largest error, error variance bound) of one summed entry, in counts.
+
+    SecAgg+ rounds each scaled entry stochastically (unbiased) to a step of 2C/Q, i.e.
+    2·bound/Q in counts: each school's error is below one step, with variance at most a quarter
+    step². With weight 1 (= max weight) the weight itself is exact."""
+    step = 2 * bound / quantization_range
+    return vectors * step, vectors * step * step / 4

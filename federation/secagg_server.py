@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import ConfigRecord, Context
@@ -302,11 +302,23 @@ class _WatchedSecAggPlus(SecAggPlusWorkflow):
         return self._watch("unmask", super().unmask_stage, grid, context, state)
 
 
+class SecAggStrategy(Protocol):
+    """What `SecAggFit` needs of its legacy strategy (training's and secure analytics')."""
+
+    stopped: str
+    aggregated: set[int]
+    sampled: set[int]
+
+    def round_failed(
+        self, server_round: int, reason: str, replies: list[tuple[ClientProxy, FitRes]]
+    ) -> None: ...
+
+
 @dataclass
 class SecAggFit:
     """The fit workflow for `DefaultWorkflow`: one SecAgg+ round that may fail on its own."""
 
-    strategy: SchoolSecAggFedAvg
+    strategy: SecAggStrategy
     settings: SecAggSettings
     timeout: float | None = None
     workflow: _WatchedSecAggPlus = field(init=False)

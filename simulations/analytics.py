@@ -5,9 +5,14 @@ first time; reused afterwards, so every school's analytics ledger continues). Be
 is sent, the district computes what the query costs each school (the Gaussian mechanism the
 school will calibrate, at its policy's analytics δ) against what its analytics ledger has left,
 and refuses the whole query with the figures if any school would pass its budget. Then
-Flower's simulation engine sends the query (`query.analytics`) to every school, the answers are
-combined (aggregator/analytics.py) and OUT receives analytics.json, analytics.md,
-analytics.html and the charts.
+Flower's simulation engine sends the query to every school, the answers are combined
+(aggregator/analytics.py) and OUT receives analytics.json, analytics.md, analytics.html and
+the charts.
+
+The schools' policies decide the mode: if a school's verified policy requires secure
+aggregation (the shipped district policy does), the query is one SecAgg+ round
+(federation/analytics_secagg.py: each school adds a noise share σ²/t, the district sees only
+the sum); otherwise local mode (`query.analytics` messages, each school adds the full σ²).
 """
 
 from __future__ import annotations
@@ -16,19 +21,25 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from aggregator.analytics import AnalyticsResult, Query, SchoolAnswer, combine
+from aggregator.analytics import AnalyticsResult, Query, SchoolAnswer, SecureTotal, combine
 from aggregator.analytics_report import write_analytics_report
 from client_node.analytics import (
     AnalyticsRequest,
     Cost,
+    ExactStatistics,
     cost_of,
     exact_statistics,
     mechanism_for,
     refusal,
+    secure_noise_std,
+    secure_share,
+    secure_statistic_names,
+    secure_values,
 )
 from client_node.node import (
     NodeConfig,
@@ -38,8 +49,16 @@ from client_node.node import (
     write_node_config,
 )
 from federation import deployment as dep
+from federation import secagg
 from federation.analytics_app import Mod, build_analytics_server_app
+from federation.analytics_secagg import (
+    SecureAnalyticsOutcome,
+    build_secure_analytics_server_app,
+    secure_sum,
+    secure_total,
+)
 from federation.client_app import build_client_app
+from federation.secagg_server import SecAggSettings
 from federation.simulation import run_in_simulation
 from policies.loader import default_policy_path, default_trust_anchor
 from privacy.mechanisms import noise_generator
@@ -52,10 +71,27 @@ SYNTHETIC_INVOLVEMENT = "synthetic-involvement"
 DATASETS = ("nhes-pfi-2019", SYNTHETIC_INVOLVEMENT)  # uci-student: no involvement columns mapped
 
 Progress = Callable[[str], None]
+Mode = Literal["local", "secure"]
+SECURE_SETTINGS = SecAggSettings(max_weight=secagg.ANALYTICS_MAX_WEIGHT)
 
 
 class QueryRefused(SimulationError):
     """The query would take at least one school past its analytics budget; nothing was sent."""
+
+
+class QueryFailed(SimulationError):
+    """The secure round failed (e.g. fewer schools than SecAgg+'s threshold): nothing revealed."""
+
+
+def policy_mode(node_dirs: list[Path]) -> Mode:
+    """Secure if any school's verified policy requires secure aggregation, else local."""
+    required = [SchoolNode(d).policy.secure_aggregation_required for d in node_dirs]
+    return "secure" if any(required) else "local"
+
+
+def default_threshold(schools: int, settings: SecAggSettings = SECURE_SETTINGS) -> int:
+    """SecAgg+'s reconstruction threshold t for a round of `schools` (all sharing keys)."""
+    return max(2, round(settings.reconstruction_threshold * schools))
 
 
 def school_tables(dataset: str, *, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -111,23 +147,45 @@ def run_query(
     on_costs: Callable[[list[Cost]], None] = lambda _: None,
     verbose: bool = False,
     extra_mods: Sequence[Mod] = (),
+    secure_settings: SecAggSettings = SECURE_SETTINGS,
+    value_bound: float = secagg.DEFAULT_VALUE_BOUND,
+    query_id: str | None = None,
 ) -> tuple[AnalyticsResult, list[Cost]]:
-    """Check the budget, send the query through Flower's simulation engine, combine."""
-    query_id = f"{query.query_id}-{uuid.uuid4().hex[:8]}"
+    """Check the budget, send the query through Flower's simulation engine, combine. The
+    schools' policies choose local or secure mode (`policy_mode`)."""
+    query_id = query_id or f"{query.query_id}-{uuid.uuid4().hex[:8]}"
     wire = query.request(seed=seed, query_id=query_id)
     request = AnalyticsRequest.model_validate(wire)
     found = costs(node_dirs, request)
     on_costs(found)
     check_costs(found)
-    say(f"query {query_id}: ε {found[0].epsilon_query:.3f} per school, {len(node_dirs)} schools")
+    mode = policy_mode(node_dirs)
+    say(
+        f"query {query_id}: ε {found[0].epsilon_query:.3f} per school, {len(node_dirs)} schools,"
+        f" {'secure aggregation (SecAgg+)' if mode == 'secure' else 'local noise'}"
+    )
     received: dict[str, object] = {}
 
     def done(answers: list[SchoolAnswer], missing: int) -> None:
         received["answers"], received["missing"] = answers, missing
 
+    def done_secure(outcome: SecureAnalyticsOutcome) -> None:
+        received["secure"] = outcome
+
     dirs = [str(d.resolve()) for d in node_dirs]
+    server_app = (
+        build_secure_analytics_server_app(
+            wire,
+            num_schools=len(dirs),
+            on_done=done_secure,
+            settings=secure_settings,
+            bound=value_bound,
+        )
+        if mode == "secure"
+        else build_analytics_server_app(wire, num_schools=len(dirs), on_done=done)
+    )
     run_in_simulation(
-        server_app=build_analytics_server_app(wire, num_schools=len(dirs), on_done=done),
+        server_app=server_app,
         client_app=build_client_app(
             node_dir_of=lambda context: Path(dirs[int(context.node_config["partition-id"])]),
             extra_mods=extra_mods,
@@ -135,6 +193,17 @@ def run_query(
         num_nodes=len(dirs),
         verbose=verbose,
     )
+    if mode == "secure":
+        outcome = received.get("secure")
+        if not isinstance(outcome, SecureAnalyticsOutcome):
+            raise SimulationError(f"query {query_id}: the federation ended without an outcome")
+        if outcome.total is None:
+            raise QueryFailed(
+                f"query {query_id}: secure aggregation failed, nothing was revealed: "
+                f"{outcome.failed or 'no sum'}"
+            )
+        say(f"secure sum of {outcome.total.vectors} schools (t = {outcome.total.threshold})")
+        return combine(query, outcome.answers, secure=outcome.total), found
     answers = received.get("answers")
     if not isinstance(answers, list):
         raise SimulationError(f"query {query_id}: the federation ended without answers")
@@ -227,6 +296,54 @@ def noisy_answers(
     return out
 
 
+def secure_answer_total(
+    exact: dict[str, dict[str, float]],
+    request: AnalyticsRequest,
+    *,
+    delta: float,
+    seed: int,
+    threshold: int,
+    bound: float = secagg.DEFAULT_VALUE_BOUND,
+    settings: SecAggSettings = SECURE_SETTINGS,
+) -> SecureTotal:
+    """One seeded repetition of secure mode: every school's share (the ClientApp's code:
+    `secure_values`, `secure_share`, `encode_analytics`), SecAgg+'s quantized sum without the
+    masks (`secure_sum`), and the district's decoding."""
+    mech = mechanism_for(request, delta=delta)
+    std = secure_noise_std(mech, threshold)
+    names = secure_statistic_names(request)
+    vectors = []
+    for school, values in exact.items():
+        released = secure_values(ExactStatistics(values, 0, ()), request, school_id=school)
+        generator = noise_generator(seed=seed, label=f"{request.query_id}/{school}/secure")
+        share = secure_share(released, names, noise_std=std, generator=generator)
+        vector, _ = secagg.encode_analytics(
+            share.values,
+            share.released,
+            suppressed=share.suppressed,
+            bound=bound,
+            clipping_range=settings.clipping_range,
+        )
+        vectors.append(vector)
+    mean = secure_sum(
+        vectors,
+        clipping_range=settings.clipping_range,
+        quantization_range=settings.quantization_range,
+    )
+    summed = secagg.decode_analytics(
+        mean, vectors=len(vectors), bound=bound, clipping_range=settings.clipping_range
+    )
+    return secure_total(
+        summed,
+        request,
+        vectors=len(vectors),
+        threshold=threshold,
+        delta=delta,
+        bound=bound,
+        quantization_range=settings.quantization_range,
+    )
+
+
 def exact_result(query: Query, exact: dict[str, dict[str, float]]) -> AnalyticsResult:
     """The same estimates without noise, on the pooled (released, k-suppressed) cells."""
     return combine(query, [SchoolAnswer(s, "answered", "", v) for s, v in exact.items()])
@@ -254,9 +371,13 @@ def coverage_study(
     delta: float,
     truth: dict[str, float] | None = None,
     noise_scale: float = 1.0,
+    mode: Mode = "local",
+    threshold: int | None = None,
 ) -> CoverageStudy:
     """How often each interval covers the noise-free pooled estimate (or `truth`, adjusted
-    effects only), and how often the top three match the noise-free ranking."""
+    effects only), and how often the top three match the noise-free ranking. `mode`
+    "secure": the SecAgg+ sum of the schools' noise shares, t = `threshold` (SecAgg+'s
+    default for the schools if None)."""
     request = AnalyticsRequest.model_validate(query.request(seed=0))
     exact = exact_answers(tables, request, k=k)
     reference = exact_result(query, exact)
@@ -270,10 +391,15 @@ def coverage_study(
     all_in = order = same = 0
     top = reference.ranking()[:3]
     for rep in range(repetitions):
-        result = combine(
-            query,
-            noisy_answers(exact, request, delta=delta, seed=rep, noise_scale=noise_scale),
-        )
+        if mode == "secure":
+            t = threshold or default_threshold(len(exact))
+            total = secure_answer_total(exact, request, delta=delta, seed=rep, threshold=t)
+            result = combine(query, [], secure=total)
+        else:
+            result = combine(
+                query,
+                noisy_answers(exact, request, delta=delta, seed=rep, noise_scale=noise_scale),
+            )
         covered_all = True
         for e in result.effects:
             if e["type"] not in ref or e["adjusted"] is None:
