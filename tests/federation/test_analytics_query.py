@@ -3,12 +3,34 @@
 import json
 import time
 
+import pytest
 from flwr.app import ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
 from client_node.analytics import AnalyticsRequest, mechanism_for, statistic_names
+from client_node.node import SchoolNode
 from federation import keys
-from federation.analytics_app import MESSAGE_TYPE, analytics_reply, answer_from, cost_from
+from federation.analytics_app import (
+    MESSAGE_TYPE,
+    PLAIN_ANSWER_REFUSED,
+    analytics_reply,
+    answer_from,
+    cost_from,
+)
 from federation.egress import check_reply
+from tests.conftest import current_policy_text, make_node
+
+
+@pytest.fixture
+def local_town(tmp_path, nhes_tables, officer):
+    """West town under a policy that does not require secure aggregation (local mode)."""
+    text = current_policy_text().replace(
+        "secure_aggregation_required: true", "secure_aggregation_required: false"
+    )
+    assert "secure_aggregation_required: false" in text
+    return make_node(
+        tmp_path, "west-town", nhes_tables["west-town"], officer=officer, policy_text=text
+    )
+
 
 REQUEST = {
     "query_id": "q1",
@@ -50,7 +72,8 @@ def test_requested_statistics_pass_and_anything_else_is_stopped():
     assert "metric 'train-loss'" in check_reply(req, reply(req, allowed | {"train-loss": 0.1}))
 
 
-def test_a_node_answers_a_query_message(west_town):
+def test_a_node_answers_a_query_message(local_town):
+    west_town = local_town
     req = query_message()
     answered = analytics_reply(req, west_town)
     assert check_reply(req, answered) is None
@@ -90,3 +113,14 @@ def test_a_pre_flight_says_what_the_query_costs_charges_nothing_and_carries_no_s
     # a statistic riding along on a pre-flight reply is stopped
     sneaky = reply(req, {"epsilon-spent": 0.0, "a/e/h0/n": 140.0})
     assert "metric 'a/e/h0/n' is not on the egress allow-list" in check_reply(req, sneaky)
+
+
+def test_under_a_secagg_policy_a_plain_query_is_refused_and_costs_nothing(west_town):
+    reply = analytics_reply(query_message(), west_town)
+    answer = answer_from(reply)
+    assert (answer.status, answer.reason) == ("refused", PLAIN_ANSWER_REFUSED)
+    assert answer.values == {}
+    node = SchoolNode(west_town)
+    assert node.analytics_ledger.spent() == 0.0
+    refusals = [e for e in node.audit.entries() if e["kind"] == "refusal"]
+    assert refusals[-1]["data"]["reason"] == PLAIN_ANSWER_REFUSED

@@ -1,4 +1,6 @@
-"""A real analytics query through Flower's simulation engine, and a refused one."""
+"""A real analytics query through Flower's simulation engine in local mode (a policy without
+secure aggregation; the secure mode has its own test, test_analytics_secure.py), and a refused
+one."""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ SCHOOLS = ("west-town", "west-rural", "northeast-rural")
 @pytest.fixture(scope="module")
 def answered(tmp_path_factory, officer, nhes_tables):
     root = tmp_path_factory.mktemp("analytics")
-    policy = signed_policy(tmp_path_factory.mktemp("policy"), current_policy_text(), officer[0])
+    text = current_policy_text().replace(
+        "secure_aggregation_required: true", "secure_aggregation_required: false"
+    )
+    policy = signed_policy(tmp_path_factory.mktemp("policy"), text, officer[0])
     nodes = prepare_nodes(
         root, {s: nhes_tables[s] for s in SCHOOLS}, policy=policy, trust_anchor=officer[1]
     )
