@@ -17,8 +17,10 @@ def register(sub: Any) -> None:
     group = sub.add_parser(
         "analytics",
         help="federated, differentially private analytics queries",
-        description="District analytics answered by every school with local DP noise, on a "
-        "simulated district (--dataset) or a deployed one (--dir).",
+        description="District analytics answered by every school with DP noise, on a "
+        "simulated district (--dataset) or a deployed one (--dir): through SecAgg+ (the "
+        "district sees only the sum) when the policy requires secure aggregation, else each "
+        "school's own noisy answer.",
     )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     run_parser = actions.add_parser(
@@ -115,5 +117,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         )
     if result.effects:
         console.print(ranked)
+    if result.mode == "secure" and result.secure is not None:
+        console.print(
+            f"secure aggregation (SecAgg+): the district saw only the sum of "
+            f"{result.secure['vectors']} schools (t = {result.secure['threshold']}); "
+            "per-school spread is not available by design"
+        )
+    else:
+        console.print("local noise: each school's own noisy answer reached the district")
     console.print(f"report: {escape(str(args.out / 'analytics.md'))} (and .json, .html, charts)")
     return 0

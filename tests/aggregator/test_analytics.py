@@ -82,11 +82,15 @@ def test_combining_exact_answers_gives_the_pooled_rates_and_the_standardized_eff
     assert set(result.per_school["volunteering"]) == set(tables)
 
 
-def test_nhes_intervals_cover_the_noise_free_estimate(nhes_tables):
+@pytest.mark.parametrize("mode", ["local", "secure"])
+def test_nhes_intervals_cover_the_noise_free_estimate(nhes_tables, mode):
     """Acceptance (reduced): ε 1 per school, 16 schools, 40 seeded repetitions (the benchmark
     runs 100): each involvement type's interval covers the estimate computed without noise on
-    the pooled data in at least 90 % of repetitions."""
-    study = coverage_study(load_query(EXAMPLE), nhes_tables, repetitions=40, k=10, delta=2.5e-6)
+    the pooled data in at least 90 % of repetitions — with local noise, and through SecAgg+
+    (noise shares σ²/t, t = 11 of 16, with SecAgg+'s quantization)."""
+    study = coverage_study(
+        load_query(EXAMPLE), nhes_tables, repetitions=40, k=10, delta=2.5e-6, mode=mode
+    )
     assert study.reference_ranking[:3] == ["volunteering", "meetings", "newsletters"]
     assert len(study.coverage) == 6  # app_use: no NHES column, reported unavailable
     for kind, shares in study.coverage.items():
@@ -94,7 +98,8 @@ def test_nhes_intervals_cover_the_noise_free_estimate(nhes_tables):
         assert shares["raw"] >= 0.875, kind
 
 
-def test_synthetic_district_intervals_cover_the_true_effects():
+@pytest.mark.parametrize("mode", ["local", "secure"])
+def test_synthetic_district_intervals_cover_the_true_effects(mode):
     """Acceptance: the generator's true effect lies inside the adjusted interval for at least
     90 % of involvement types (on average over 30 seeded repetitions, and in the first one)."""
     base = load_query(EXAMPLE)
@@ -103,14 +108,14 @@ def test_synthetic_district_intervals_cover_the_true_effects():
     )
     study = coverage_study(
         query, involvement_district(seed=0), repetitions=30, k=10, delta=2.5e-6,
-        truth=TRUE_EFFECTS,
+        truth=TRUE_EFFECTS, mode=mode,
     )  # fmt: skip
     shares = [c["adjusted"] for c in study.coverage.values()]
     assert len(shares) == len(TRUE_EFFECTS)
     assert np.mean(shares) >= 0.9
     first = coverage_study(
         query, involvement_district(seed=0), repetitions=1, k=10, delta=2.5e-6,
-        truth=TRUE_EFFECTS,
+        truth=TRUE_EFFECTS, mode=mode,
     )  # fmt: skip
     assert np.mean([c["adjusted"] for c in first.coverage.values()]) >= 0.9
 
