@@ -135,7 +135,7 @@ def protocol_terms(context: Context) -> tuple[int, float, float]:
     if not isinstance(state, ConfigRecord) or not state.get("threshold"):
         raise NodeError("secure analytics: no SecAgg+ protocol state (setup stage missing)")
     return (
-        int(state["threshold"]),  # type: ignore[call-overload]
+        int(state["threshold"]),  # type: ignore[arg-type]
         float(state["clipping_range"]),  # type: ignore[arg-type]
         float(state["max_weight"]),  # type: ignore[arg-type]
     )
