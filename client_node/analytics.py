@@ -63,7 +63,7 @@ from client_node.errors import NodeError
 from client_node.node import SchoolNode
 from client_node.pseudonym import load_or_create_secret
 from client_node.table import LABEL, read_table
-from privacy.errors import BudgetExceeded, InvalidBudget
+from privacy.errors import BudgetExceeded, InvalidBudget, PrivacyError
 from privacy.mechanisms import GaussianMechanism, calibrate_gaussian, noise_generator
 
 InvolvementType = Literal[
@@ -622,7 +622,10 @@ def answer_secure(
         )
         return outcome, secure_share({}, names, noise_std=share_std, generator=generator)
 
-    frame = analytics_frame(node)
+    try:
+        frame = analytics_frame(node)
+    except NodeError as exc:
+        return declined(AnswerStatus.FAILED, str(exc))
     if len(frame) < policy.min_school_size:
         return declined(
             AnswerStatus.EXCLUDED,
@@ -643,6 +646,8 @@ def answer_secure(
         ledger.charge(mech.spend, run_id=request.query_id, round=1)
     except BudgetExceeded as exc:
         return declined(AnswerStatus.REFUSED, str(exc))
+    except PrivacyError as exc:  # e.g. this query id was charged already
+        return declined(AnswerStatus.FAILED, str(exc))
     share = secure_share(
         secure_values(exact, request, school_id=node.school_id),
         names,
