@@ -6,7 +6,9 @@ that fails verification), runs the same federated rounds as `simulate` and write
 into the district directory: D/runs/<run id>/report.{json,md}, auc.png, model.npz and a copy in
 D/. The district holds no family data, so the report has the federated evaluation only (no
 pooled held-out AUC and no baselines). A run whose config names an `analytics-request` answers
-that analytics query instead (`schoolfed analytics run --dir D`).
+that analytics query instead (`schoolfed analytics run --dir D`): through SecAgg+ with
+distributed noise (federation/analytics_secagg.py) when the verified policy requires secure
+aggregation, else with each school's local noise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aggregator.registry import save_model
 from aggregator.report import write_report
 from client_node.analytics import Cost, refusal
 from federation.analytics_app import build_analytics_server_app
+from federation.analytics_secagg import SecureAnalyticsOutcome, build_secure_analytics_server_app
 from federation.errors import DeploymentError
 from federation.polling import PromptGrid, pull_modules, quick_pulls
 from federation.server_app import RunOutcome, RunSettings, build_server_app, secagg_summary
@@ -170,12 +173,19 @@ def answer_query(grid: Grid, context: Context, district: Path, config: dict) -> 
     costs, answers, refusal — in D/runs/<query id>/answers.json."""
     flower_run_id = int(context.run_id)
     runs = district / "runs"
-    load_trusted_policy(
+    policy = load_trusted_policy(
         district / "policy" / "district.yaml", pubkey=district / "policy" / "officer.pub"
     )
+    # The verified policy decides the mode: under SecAgg+ the pre-flight is plain (it carries
+    # no statistic) and the answers come as one SecAgg+ round (federation/analytics_secagg.py).
+    secure = policy.secure_aggregation_required
     request = json.loads(Path(str(config["analytics-request"])).read_text())
     progress = runs / f"flwr-{flower_run_id}.progress"
-    result: dict = {"query_id": request["query_id"], "flower_run_id": flower_run_id}
+    result: dict = {
+        "query_id": request["query_id"],
+        "flower_run_id": flower_run_id,
+        "mode": "secure" if secure else "local",
+    }
 
     def say(line: str) -> None:
         with open(progress, "a") as fh:
@@ -185,7 +195,7 @@ def answer_query(grid: Grid, context: Context, district: Path, config: dict) -> 
         result["costs"] = [dataclasses.asdict(c) for c in found]
         result["refused"] = refusal(found) or ""
         say(f"pre-flight: {len(found)} schools said what the query costs them, {silent} did not")
-        return not result["refused"]
+        return not result["refused"] and not secure  # secure: SecAgg+ carries the answers
 
     def on_done(answers: list[SchoolAnswer], missing: int) -> None:
         result["answers"] = [dataclasses.asdict(a) for a in answers]
@@ -193,14 +203,31 @@ def answer_query(grid: Grid, context: Context, district: Path, config: dict) -> 
         say(f"{len(answers)} answers, {missing} missing")
 
     say(f"query {request['query_id']}: waiting for {int(config['num-schools'])} schools")
+    grid = PromptGrid(grid, poll=0.1)
+    timeout = float(config.get("round-timeout", 600.0))
     app = build_analytics_server_app(
         request,
         num_schools=int(config["num-schools"]),
         on_done=on_done,
         on_costs=on_costs,
-        timeout=float(config.get("round-timeout", 600.0)),
+        timeout=timeout,
     )
-    app(PromptGrid(grid, poll=0.1), context)
+    app(grid, context)
+    if secure and "costs" in result and not result["refused"]:
+        outcomes: list[SecureAnalyticsOutcome] = []
+        build_secure_analytics_server_app(
+            request, num_schools=int(config["num-schools"]), on_done=outcomes.append,
+            timeout=timeout,
+        )(grid, context)  # fmt: skip
+        outcome = outcomes[0]
+        result["answers"] = [dataclasses.asdict(a) for a in outcome.answers]
+        result["missing"] = outcome.missing
+        result["secure"] = dataclasses.asdict(outcome.total) if outcome.total else None
+        result["failed"] = outcome.failed
+        say(
+            f"secure sum of {outcome.total.vectors} schools" if outcome.total
+            else f"secure aggregation failed: {outcome.failed}"
+        )  # fmt: skip
     run_dir = runs / str(request["query_id"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ANSWERS).write_text(json.dumps(result, indent=1))

@@ -243,7 +243,8 @@ def run_on_district(
 ) -> AnalyticsResult:
     """The same query on a deployed district (Flower's deployment engine, `district up` and
     the schools' SuperNodes running): only the schools can read their ledgers, so the
-    ServerApp asks them first what the query costs and sends it only if all can pay."""
+    ServerApp asks them first what the query costs and sends it only if all can pay. The
+    district's verified policy decides the mode (SecAgg+ under the shipped policy)."""
     query_id = f"{query.query_id}-{uuid.uuid4().hex[:8]}"
     run = dep.start_analytics(district_dir, query.request(query_id=query_id), timeout=timeout)
     say(f"query {query_id}: Flower run {run}")
@@ -254,7 +255,15 @@ def run_on_district(
         raise QueryRefused(str(result["refused"]))
     answers = [SchoolAnswer(**a) for a in result.get("answers", [])]
     say(f"{len(answers)} answers, {result.get('missing', 0)} missing")
-    combined = combine(query, answers)
+    if result.get("mode") == "secure":
+        if not result.get("secure"):
+            raise QueryFailed(
+                f"query {query_id}: secure aggregation failed, nothing was revealed: "
+                f"{result.get('failed') or 'no sum'}"
+            )
+        combined = combine(query, answers, secure=SecureTotal(**result["secure"]))
+    else:
+        combined = combine(query, answers)
     write_analytics_report(combined, out)
     return combined
 

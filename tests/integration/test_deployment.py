@@ -209,7 +209,8 @@ def test_an_analytics_query_is_answered_by_the_deployed_schools_and_a_second_one
     district, tmp_path
 ):
     """`analytics run --dir`: a pre-flight asks every school what the query costs it (only a
-    school can read its ledger); the query goes out only when all can pay."""
+    school can read its ledger); the query goes out only when all can pay — under the district
+    policy as one SecAgg+ round, so the district holds only the sum (t = 2 of 3)."""
     from aggregator.analytics import load_query
     from client_node.analytics import AnalyticsRequest, analytics_frame, mechanism_for
     from client_node.node import SchoolNode
@@ -235,18 +236,24 @@ def test_an_analytics_query_is_answered_by_the_deployed_schools_and_a_second_one
         assert spend.noise_multiplier == pytest.approx(mech.noise_multiplier)
         assert node.analytics_ledger.spent() == pytest.approx(costs[0].after, abs=1e-9)
         sent = [e["data"] for e in node.audit.entries() if e["kind"] == "egress"]
-        answers = [d for d in sent if d["message_type"] == MESSAGE_TYPE]
-        assert [d["epsilon_spent"] for d in answers] == [0.0, node.analytics_ledger.spent()]
+        preflight = [d for d in sent if d["message_type"] == MESSAGE_TYPE]
+        assert [d["epsilon_spent"] for d in preflight] == [0.0]  # no plain answer left
+        (masked,) = [d for d in sent if d.get("secagg_keys") == ["masked_params"]
+                     and d["run_id"].startswith(query.query_id)]  # fmt: skip
+        assert masked["status"] == "answered"
+        assert masked["epsilon_spent"] == pytest.approx(node.analytics_ledger.spent())
     effects = {e["type"]: e for e in result.effects}
     assert set(effects) == set(query.effects.involvement)
     assert effects["homework_help"]["raw"] is None  # no export column: reported, not estimated
-    # the released family counts are each school's own, plus its calibrated noise
+    # secure mode: one pooled description, the three schools' families plus their noise shares
+    assert result.mode == "secure" and result.per_school == {}
+    assert (result.secure["vectors"], result.secure["threshold"]) == (3, 2)
     (described,) = result.describe
-    for group in described["groups"]:
-        families = len(analytics_frame(nodes[group["group"]]))
-        assert abs(group["families"] - families) < 5 * mech.sigma
-        assert group["families"] != families
-    assert sorted(g["group"] for g in described["groups"]) == sorted(nodes)
+    (group,) = described["groups"]
+    families = sum(len(analytics_frame(n)) for n in nodes.values())
+    assert group["group"] == "all-schools"
+    assert abs(group["families"] - families) < 5 * mech.sigma * (3 / 2) ** 0.5
+    assert group["families"] != families
     report = json.loads((tmp_path / "first" / "analytics.json").read_text())
     assert report["ranking"] == result.ranking() and report["schools"] == result.schools
     assert (tmp_path / "first" / "effects.png").stat().st_size > 500
