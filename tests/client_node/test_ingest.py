@@ -512,6 +512,39 @@ def test_an_extra_cell_in_the_first_row_and_a_short_row_are_both_caught(tmp_path
     ]
 
 
+FAST_READER_CASES = [
+    (b"a,b\n1,2\n3,4\n", True),
+    (b"a,b\r\n1,2\r\n\r\n3,4\r\n", True),
+    (b"\xef\xbb\xbfa,b\n1,2\n  \n\t\n3,4", True),
+    (b"\n\na,b\n1,2\n3,4\n\n\n", True),
+    (b"a,b\n1,2,\n3\n", False),
+    (b"a,b\n1,2,3\n", False),
+    (b"a,b\n1,2\n3\n", False),
+    (b"a,b\r1,2\r3,4\r", False),
+    (b"a,b\n1,2\n3,4\r5,6\n", True),
+    (b"a,b\nNA,\nnull,N/A\n,\n", True),
+    (b"a,b\n\xc3\xa9 x , 2\n", True),
+]
+
+
+@pytest.mark.parametrize(("data", "fast"), FAST_READER_CASES)
+def test_the_coding_reader_agrees_with_the_csv_module(data, fast):
+    keep = lambda name: name != "b"  # noqa: E731
+
+    parsed = ingest_module._parse("f.csv", data, keep=keep, coded=True)
+    reference = ingest_module._parse_csv_module("f.csv", data, keep)
+
+    assert parsed.header == reference.header
+    decoded = {}
+    for name in ("a",):
+        column = parsed.column(name)
+        decoded[name] = (column[1][column[0]] if isinstance(column, tuple) else column).tolist()
+    assert decoded == {k: v.tolist() for k, v in reference.cells.items()}
+    assert "b" not in parsed.cells and "b" not in parsed.coded
+    assert parsed.lines.tolist() == reference.lines.tolist()
+    assert parsed.shape_errors == reference.shape_errors
+
+
 @pytest.mark.parametrize(
     ("data", "fast"),
     [
