@@ -42,7 +42,7 @@ from client_node import export_format as ef
 from client_node.errors import NodeError
 from client_node.node import SchoolNode
 from client_node.pseudonym import Kind, Pseudonymizer
-from client_node.store import Store
+from client_node.store import COMPACT, Coded, Store
 from policies.categories import FIELDS
 from policies.schema import Policy
 
@@ -219,9 +219,7 @@ class _Parsed:
         return self.n + len(self.shape_errors)
 
 
-def _parse(
-    file: str, data: bytes, *, keep: Callable[[str], bool], coded: bool = False
-) -> _Parsed:
+def _parse(file: str, data: bytes, *, keep: Callable[[str], bool], coded: bool = False) -> _Parsed:
     """Parse one CSV export file. `keep(column)` says which columns to keep in memory (direct
     identifiers are never kept). The fast path (no quotes: every line is a record) uses
     Arrow's multi-threaded reader with `coded` (each kept column comes back factorized, in
@@ -522,7 +520,10 @@ def _check(
     values = np.empty(len(uniques), dtype=object)
     values[:] = [value for value, _ in results]
     reason = np.array([reasons.code(why) for _, why in results], dtype=np.int32)
-    return _Checked(np.asarray(codes, dtype=np.int64), uniques, values, reason)
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        codes = codes.astype(np.int64)
+    return _Checked(codes, uniques, values, reason)
 
 
 # --- the quarantine ------------------------------------------------------------------------
@@ -627,19 +628,25 @@ def _bad_rows(
 
 
 def _first_of_each_key(
-    keys: Sequence[np.ndarray], good: np.ndarray
+    keys: Sequence[np.ndarray], good: np.ndarray, *, in_key_order: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Among the valid records `good` (ascending), the first of each key, in key order
     (the store's b-tree order: inserting in it is several times faster); and the duplicates.
-    `keys`: per key column, each record's rank (0 <= rank < number of distinct values)."""
+    `keys`: per key column, each record's rank (0 <= rank < number of distinct values).
+    `in_key_order=False`: both in file order, found by hashing instead of sorting (for a compact
+    table, which sorts by its own integer key)."""
     if len(good) == 0:
         return good, good
-    sort_keys = [k[good] for k in keys]
+    every = len(keys) > 0 and len(good) == len(keys[0])  # all records are valid
+    sort_keys = [k if every else k[good] for k in keys]
     sizes = [int(k.max()) + 1 for k in sort_keys]
     if float(np.prod(sizes, dtype=np.float64)) < 2.0**62:  # one int64 key, one stable sort
         combined = np.zeros(len(good), dtype=np.int64)
         for k, size in zip(sort_keys, sizes, strict=True):
             combined = combined * size + k
+        if not in_key_order:
+            repeat = pd.Series(combined).duplicated(keep="first").to_numpy()
+            return good[~repeat], good[repeat]
         order = np.argsort(combined, kind="stable")
         ordered = combined[order]
         repeat = np.concatenate(([False], ordered[1:] == ordered[:-1]))
@@ -954,12 +961,13 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
             keys.append(_ranks(stored[name])[checked[name].codes])
         else:  # an optional key column absent from the file (attendance period)
             keys.append(np.zeros(parsed.n, dtype=np.int64))
-    rows, dups = _first_of_each_key(keys, np.flatnonzero(ok))
+    table = file.removesuffix(".csv")
+    rows, dups = _first_of_each_key(keys, np.flatnonzero(ok), in_key_order=table not in COMPACT)
 
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray | Coded] = {}
     for name, result in checked.items():
         target = PSEUDONYMIZED[name][1] if name in PSEUDONYMIZED else name
-        columns[target] = stored[name][result.codes[rows]]
+        columns[target] = Coded(result.codes[rows], stored[name])
     constants: dict[str, object] = {"export_id": ctx.export_id}
     if source is ef.ATTENDANCE and "period" not in columns:
         constants["period"] = ""  # daily attendance
@@ -973,7 +981,6 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
         if ctx.progress:
             ctx.progress(file, min(total, total - len(rows) + done), total)
 
-    table = file.removesuffix(".csv")
     added = ctx.store.insert(
         ctx.conn, table, columns, constants=constants, chunk=_INSERT_CHUNK, progress=step
     )
@@ -995,9 +1002,9 @@ def _record_dates(
     source: ef.SourceFile,
     checked: dict[str, _Checked],
     rows: np.ndarray,
-    columns: dict[str, np.ndarray],
+    columns: dict[str, np.ndarray | Coded],
     event_dates: dict[str, str],
-) -> np.ndarray | None:
+) -> np.ndarray | Coded | None:
     """The date each record is about (None: the ingestion date, for grades and for records
     whose date field the policy does not allow)."""
     if source is ef.EVENTS:
