@@ -523,9 +523,15 @@ def _in_key_order(arrays: dict[str, np.ndarray], key: list[str]) -> dict[str, np
         ordered = combined[order]
         if bool(np.any(ordered[1:] == ordered[:-1])):  # a key twice: keep the given order
             order = np.argsort(combined, kind="stable")
+            ordered = combined[order]
+        # the key columns back from the sorted key (cheaper than gathering each of them)
+        done: dict[int, np.ndarray] = {}
+        for name, lo, size in reversed(list(zip(key, low, sizes, strict=True))):
+            ordered, digit = np.divmod(ordered, size)
+            done.setdefault(id(arrays[name]), digit + lo)
     else:
         order = np.lexsort(tuple(reversed(parts)))
-    done: dict[int, np.ndarray] = {}
+        done = {}
     return {name: done.setdefault(id(a), a[order]) for name, a in arrays.items()}
 
 
