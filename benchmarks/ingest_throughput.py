@@ -1,6 +1,6 @@
 """Ingestion throughput of a 1,000,000-row platform_activity.csv against plain pandas.read_csv.
 
-    .venv/bin/python benchmarks/ingest_throughput.py [--rows 1000000] [--families 5000] [--repeat 3]
+    .venv/bin/python benchmarks/ingest_throughput.py [--rows 1000000] [--families 5000] [--repeat 5]
 
 Writes a valid export (a roster of --families families with one or two children each, and
 platform_activity.csv with --rows distinct family/day/platform/feature rows) to a temporary
@@ -132,8 +132,9 @@ def main() -> int:
         read_rate = args.rows / statistics.median(read_times)
         ingest_rate = args.rows / statistics.median(ingest_times)
         ratio = ingest_rate / read_rate
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(
-            f"on {os.cpu_count()} cores, median of {args.repeat}: "
+            f"on {os.cpu_count()} cores (load average {load}), median of {args.repeat}: "
             f"pandas.read_csv {read_rate:,.0f} rows/s; ingest_export {ingest_rate:,.0f} rows/s; "
             f"ratio {ratio:.2f}; bar {BAR}: {'met' if ratio >= BAR else 'NOT met'}"
         )

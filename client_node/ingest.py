@@ -68,6 +68,7 @@ _INSERT_CHUNK = 50_000
 _BOM = b"\xef\xbb\xbf"
 _LINE_STARTS_BLANK = re.compile(rb"\n[\n\r \t]")  # maybe a blank line: count them exactly
 _LONE_CR = re.compile(rb"\r[^\n]")
+_ONLY_BLANK = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
 _FILES = (ef.ROSTER, ef.ONEROSTER_USERS, *ef.SOURCES)
 
 # Reasons (a quarantine entry never holds the value that broke the rule).
@@ -225,7 +226,7 @@ def _parse(file: str, data: bytes, *, keep: Callable[[str], bool], coded: bool =
     Arrow's multi-threaded reader with `coded` (each kept column comes back factorized, in
     `_Parsed.coded`), else pandas' C reader, and checks cell counts on the bytes; anything else
     goes through the csv module, which knows quoting and multi-line cells."""
-    if not data.strip(b"\xef\xbb\xbf \t\r\n"):
+    if _ONLY_BLANK.fullmatch(data):  # (stops at the first other byte: no copy of the file)
         raise _FileRefused("the file is empty (no header row)")
     if not data.isascii():
         try:

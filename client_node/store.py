@@ -516,7 +516,9 @@ def _in_key_order(arrays: dict[str, np.ndarray], key: list[str]) -> dict[str, np
     if float(np.prod(sizes, dtype=np.float64)) < 2.0**62:  # one int64 key, one sort
         combined = np.zeros(len(parts[0]), dtype=np.int64)
         for p, lo, size in zip(parts, low, sizes, strict=True):
-            combined = combined * size + (p - lo)
+            combined *= size
+            combined += p
+            combined -= lo
         if bool(np.all(combined[1:] > combined[:-1])):
             return arrays  # already in key order
         order = np.argsort(combined)
