@@ -1,6 +1,6 @@
 """Ingestion throughput of a 1,000,000-row platform_activity.csv against plain pandas.read_csv.
 
-    .venv/bin/python benchmarks/ingest_throughput.py [--rows 1000000] [--families 5000] [--repeat 5]
+    .venv/bin/python benchmarks/ingest_throughput.py [--rows 1000000] [--families 5000] [--repeat 3]
 
 Writes a valid export (a roster of --families families with one or two children each, and
 platform_activity.csv with --rows distinct family/day/platform/feature rows) to a temporary
