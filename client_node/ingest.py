@@ -612,6 +612,8 @@ def _bad_rows(
     """Quarantine every broken cell (and malformed row); a mask of the valid records."""
     ok = np.ones(parsed.n, dtype=bool)
     for name, result in checked.items():
+        if not result.reason.any():
+            continue  # every distinct value of the column is valid: no record breaks here
         row_reason = result.row_reason()
         bad = np.flatnonzero(row_reason)
         if len(bad):
