@@ -521,9 +521,15 @@ def _in_key_order(arrays: dict[str, np.ndarray], key: list[str]) -> dict[str, np
             combined -= lo
         if bool(np.all(combined[1:] > combined[:-1])):
             return arrays  # already in key order
-        order = np.argsort(combined)
-        ordered = combined[order]
-        if bool(np.any(ordered[1:] == ordered[:-1])):  # a key twice: keep the given order
+        bits = max(1, (len(combined) - 1).bit_length())
+        if float(np.prod(sizes, dtype=np.float64)) * 2.0**bits < 2.0**62:
+            # the row number in the low bits: a plain sort is stable and gives the order
+            combined <<= bits
+            combined |= np.arange(len(combined), dtype=np.int64)
+            combined.sort()
+            order = combined & ((1 << bits) - 1)
+            ordered = combined >> bits
+        else:
             order = np.argsort(combined, kind="stable")
             ordered = combined[order]
         # the key columns back from the sorted key (cheaper than gathering each of them)
