@@ -132,8 +132,9 @@ def main() -> int:
         read_rate = args.rows / statistics.median(read_times)
         ingest_rate = args.rows / statistics.median(ingest_times)
         ratio = ingest_rate / read_rate
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(
-            f"on {os.cpu_count()} cores, median of {args.repeat}: "
+            f"on {os.cpu_count()} cores (load average {load}), median of {args.repeat}: "
             f"pandas.read_csv {read_rate:,.0f} rows/s; ingest_export {ingest_rate:,.0f} rows/s; "
             f"ratio {ratio:.2f}; bar {BAR}: {'met' if ratio >= BAR else 'NOT met'}"
         )

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy import Connection
 
@@ -40,7 +42,7 @@ from client_node import export_format as ef
 from client_node.errors import NodeError
 from client_node.node import SchoolNode
 from client_node.pseudonym import Kind, Pseudonymizer
-from client_node.store import Store
+from client_node.store import COMPACT, Coded, Store
 from policies.categories import FIELDS
 from policies.schema import Policy
 
@@ -66,6 +68,7 @@ _INSERT_CHUNK = 50_000
 _BOM = b"\xef\xbb\xbf"
 _LINE_STARTS_BLANK = re.compile(rb"\n[\n\r \t]")  # maybe a blank line: count them exactly
 _LONE_CR = re.compile(rb"\r[^\n]")
+_ONLY_BLANK = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
 _FILES = (ef.ROSTER, ef.ONEROSTER_USERS, *ef.SOURCES)
 
 # Reasons (a quarantine entry never holds the value that broke the rule).
@@ -201,6 +204,12 @@ class _Parsed:
     cells: dict[str, np.ndarray]  # column -> object array of str, one per record
     lines: np.ndarray  # 1-based source line of each record (the header is line 1)
     shape_errors: list[tuple[int, str]]  # (line, reason) of records with a wrong cell count
+    # column -> (codes, distinct strings): columns the reader factorized instead (not in cells)
+    coded: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def column(self, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """A kept column: its strings, or (codes, distinct strings) if the reader coded it."""
+        return self.coded[name] if name in self.coded else self.cells[name]
 
     @property
     def n(self) -> int:
@@ -211,12 +220,13 @@ class _Parsed:
         return self.n + len(self.shape_errors)
 
 
-def _parse(file: str, data: bytes, *, keep: Callable[[str], bool]) -> _Parsed:
+def _parse(file: str, data: bytes, *, keep: Callable[[str], bool], coded: bool = False) -> _Parsed:
     """Parse one CSV export file. `keep(column)` says which columns to keep in memory (direct
     identifiers are never kept). The fast path (no quotes: every line is a record) uses
-    pandas' C reader and checks cell counts on the bytes; anything else goes through the csv
-    module, which knows quoting and multi-line cells."""
-    if not data.strip(b"\xef\xbb\xbf \t\r\n"):
+    Arrow's multi-threaded reader with `coded` (each kept column comes back factorized, in
+    `_Parsed.coded`), else pandas' C reader, and checks cell counts on the bytes; anything else
+    goes through the csv module, which knows quoting and multi-line cells."""
+    if _ONLY_BLANK.fullmatch(data):  # (stops at the first other byte: no copy of the file)
         raise _FileRefused("the file is empty (no header row)")
     if not data.isascii():
         try:
@@ -225,7 +235,7 @@ def _parse(file: str, data: bytes, *, keep: Callable[[str], bool]) -> _Parsed:
             line = data.count(b"\n", 0, exc.start) + 1
             raise _FileRefused(f"not UTF-8 text (line {line})") from None
     if b'"' not in data:
-        parsed = _parse_fast(file, data, keep)
+        parsed = _parse_fast(file, data, keep, coded=coded)
         if parsed is not None:
             return parsed
     return _parse_csv_module(file, data, keep)
@@ -243,9 +253,11 @@ def _header_of(cells: Sequence[str]) -> list[str]:
     return header
 
 
-def _parse_fast(file: str, data: bytes, keep: Callable[[str], bool]) -> _Parsed | None:
-    """pandas' C reader for a file without quotes (every line is a record); None when the file
-    needs the csv module.
+def _parse_fast(
+    file: str, data: bytes, keep: Callable[[str], bool], *, coded: bool = False
+) -> _Parsed | None:
+    """pandas' C reader (or with `coded` Arrow's, see `_parse_arrow`) for a file without
+    quotes (every line is a record); None when the file needs the csv module.
 
     The C reader fills a short row with empty cells and lets the first row carry one extra
     empty cell, so the cell counts are checked on the bytes: the first row here, every later
@@ -260,6 +272,10 @@ def _parse_fast(file: str, data: bytes, keep: Callable[[str], bool]) -> _Parsed 
     width = len(header)
     if len(first) > 1 and first[1].count(b",") != width - 1:
         return None
+    if coded:
+        parsed = _parse_arrow(file, body, header, keep)
+        if parsed is not None:
+            return parsed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -282,6 +298,54 @@ def _parse_fast(file: str, data: bytes, keep: Callable[[str], bool]) -> _Parsed 
         return None
     cells = {c: frame[c].to_numpy(dtype=object) for c in header if keep(c)}
     return _Parsed(file, header, cells, lines, [])
+
+
+def _parse_arrow(
+    file: str, body: bytes, header: list[str], keep: Callable[[str], bool]
+) -> _Parsed | None:
+    """Arrow's CSV reader (multi-threaded) on a file without quotes and BOM, every kept column
+    read straight into codes + distinct strings (no string per cell is ever made); None when
+    the file needs another reader. Arrow refuses a row with too few or too many cells and
+    skips empty lines; the same byte checks as for pandas make sure it read every line."""
+    width = len(header)
+    kept = [name for name in header if keep(name)]
+    try:
+        table = pa_csv.read_csv(
+            pa.py_buffer(body),
+            read_options=pa_csv.ReadOptions(use_threads=True),
+            parse_options=pa_csv.ParseOptions(
+                quote_char=False, double_quote=False, escape_char=False, ignore_empty_lines=True
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.dictionary(pa.int32(), pa.string()) for name in kept},
+                include_columns=kept,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # its message quotes the row: never pass it on
+    n = table.num_rows
+    if body.count(b",") != (width - 1) * (n + 1):
+        return None
+    lines = _record_lines(body, n)
+    if lines is None:
+        return None
+    coded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in kept:
+        column = table.column(name).unify_dictionaries()
+        if column.num_chunks == 0:
+            codes = np.zeros(0, dtype=np.int32)
+            uniques = np.zeros(0, dtype=object)
+        else:
+            codes = np.concatenate(
+                [chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+            )
+            uniques = np.asarray(
+                column.chunk(0).dictionary.to_numpy(zero_copy_only=False), dtype=object
+            )
+        coded[name] = (codes, uniques)
+    return _Parsed(file, header, {}, lines, [], coded)
 
 
 def _first_lines(body: bytes, count: int) -> list[bytes]:
@@ -433,15 +497,19 @@ def _convert(column: ef.Column, text: str) -> tuple[object, str | None]:
 
 def _check(
     column: ef.Column,
-    cells: np.ndarray,
+    cells: np.ndarray | tuple[np.ndarray, np.ndarray],
     reasons: _Reasons,
     *,
     known: Container[str] | None = None,
     unknown_reason: str = "",
 ) -> _Checked:
     """Check every cell of a column, once per distinct value; `known`: the values a link
-    allows (an id that must exist in the roster or events.csv)."""
-    codes, uniques = pd.factorize(cells)
+    allows (an id that must exist in the roster or events.csv). `cells`: the strings, or
+    (codes, distinct strings) when the reader factorized them already."""
+    if isinstance(cells, tuple):
+        codes, uniques = cells
+    else:
+        codes, uniques = pd.factorize(cells)
     uniques = np.asarray(uniques, dtype=object)
     results = [_convert(column, text) for text in uniques.tolist()]
     if known is not None:
@@ -453,7 +521,10 @@ def _check(
     values = np.empty(len(uniques), dtype=object)
     values[:] = [value for value, _ in results]
     reason = np.array([reasons.code(why) for _, why in results], dtype=np.int32)
-    return _Checked(np.asarray(codes, dtype=np.int64), uniques, values, reason)
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        codes = codes.astype(np.int64)
+    return _Checked(codes, uniques, values, reason)
 
 
 # --- the quarantine ------------------------------------------------------------------------
@@ -541,6 +612,8 @@ def _bad_rows(
     """Quarantine every broken cell (and malformed row); a mask of the valid records."""
     ok = np.ones(parsed.n, dtype=bool)
     for name, result in checked.items():
+        if not result.reason.any():
+            continue  # every distinct value of the column is valid: no record breaks here
         row_reason = result.row_reason()
         bad = np.flatnonzero(row_reason)
         if len(bad):
@@ -558,19 +631,25 @@ def _bad_rows(
 
 
 def _first_of_each_key(
-    keys: Sequence[np.ndarray], good: np.ndarray
+    keys: Sequence[np.ndarray], good: np.ndarray, *, in_key_order: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Among the valid records `good` (ascending), the first of each key, in key order
     (the store's b-tree order: inserting in it is several times faster); and the duplicates.
-    `keys`: per key column, each record's rank (0 <= rank < number of distinct values)."""
+    `keys`: per key column, each record's rank (0 <= rank < number of distinct values).
+    `in_key_order=False`: both in file order, found by hashing instead of sorting (for a compact
+    table, which sorts by its own integer key)."""
     if len(good) == 0:
         return good, good
-    sort_keys = [k[good] for k in keys]
+    every = len(keys) > 0 and len(good) == len(keys[0])  # all records are valid
+    sort_keys = [k if every else k[good] for k in keys]
     sizes = [int(k.max()) + 1 for k in sort_keys]
     if float(np.prod(sizes, dtype=np.float64)) < 2.0**62:  # one int64 key, one stable sort
         combined = np.zeros(len(good), dtype=np.int64)
         for k, size in zip(sort_keys, sizes, strict=True):
             combined = combined * size + k
+        if not in_key_order:
+            repeat = pd.Series(combined).duplicated(keep="first").to_numpy()
+            return good[~repeat], good[repeat]
         order = np.argsort(combined, kind="stable")
         ordered = combined[order]
         repeat = np.concatenate(([False], ordered[1:] == ordered[:-1]))
@@ -833,7 +912,7 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
     allowed, refusal = _allowed_columns(source, ctx.policy)
     if refusal:
         raise _FileRefused(refusal, by_policy=True)
-    parsed = _parse(file, data, keep=lambda name: name in allowed)
+    parsed = _parse(file, data, keep=lambda name: name in allowed, coded=True)
     needed = [c.name for c in source.columns if c.name in allowed and c.required]
     ignored, identifying = _header_issues(source, parsed, needed)
     not_stored = identifying + tuple(
@@ -861,7 +940,7 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
         elif link == "events.csv":
             known, why = event_dates, NOT_IN_EVENTS
         checked[column.name] = _check(
-            column, parsed.cells[column.name], ctx.reasons, known=known, unknown_reason=why
+            column, parsed.column(column.name), ctx.reasons, known=known, unknown_reason=why
         )
     ok = _bad_rows(file, parsed, checked, ctx.reasons, ctx.quarantine)
 
@@ -885,12 +964,13 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
             keys.append(_ranks(stored[name])[checked[name].codes])
         else:  # an optional key column absent from the file (attendance period)
             keys.append(np.zeros(parsed.n, dtype=np.int64))
-    rows, dups = _first_of_each_key(keys, np.flatnonzero(ok))
+    table = file.removesuffix(".csv")
+    rows, dups = _first_of_each_key(keys, np.flatnonzero(ok), in_key_order=table not in COMPACT)
 
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray | Coded] = {}
     for name, result in checked.items():
         target = PSEUDONYMIZED[name][1] if name in PSEUDONYMIZED else name
-        columns[target] = stored[name][result.codes[rows]]
+        columns[target] = Coded(result.codes[rows], stored[name])
     constants: dict[str, object] = {"export_id": ctx.export_id}
     if source is ef.ATTENDANCE and "period" not in columns:
         constants["period"] = ""  # daily attendance
@@ -904,7 +984,6 @@ def _ingest_source(ctx: _Context, source: ef.SourceFile, data: bytes) -> FileRep
         if ctx.progress:
             ctx.progress(file, min(total, total - len(rows) + done), total)
 
-    table = file.removesuffix(".csv")
     added = ctx.store.insert(
         ctx.conn, table, columns, constants=constants, chunk=_INSERT_CHUNK, progress=step
     )
@@ -926,9 +1005,9 @@ def _record_dates(
     source: ef.SourceFile,
     checked: dict[str, _Checked],
     rows: np.ndarray,
-    columns: dict[str, np.ndarray],
+    columns: dict[str, np.ndarray | Coded],
     event_dates: dict[str, str],
-) -> np.ndarray | None:
+) -> np.ndarray | Coded | None:
     """The date each record is about (None: the ingestion date, for grades and for records
     whose date field the policy does not allow)."""
     if source is ef.EVENTS:

@@ -7,6 +7,15 @@ ids never are.
 
 Every record table has `record_date` (ISO date the record is about; for grades the date they
 were ingested) for retention, and `export_id` (the export it came from, see `exports`).
+
+High-volume record tables (`COMPACT`: platform activity, a row per family, day, platform and
+feature) are stored compactly and read back with the same columns and values: the family as
+its integer surrogate key in `families` (which holds the pseudonym once), dates as day numbers
+(days since 1970-01-01), short codes (platform, feature) as integers from `codes`, the export
+as its number in `export_numbers`; the primary key is all integers in a WITHOUT ROWID table, and
+rows go in in key order. `frame()` decodes them. A row takes about 32 bytes on disk instead of
+~170 (measured on the benchmark's million rows), a fifth of the pages to insert, write to the
+WAL and commit.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
 )
 
@@ -64,7 +76,12 @@ def _record(name: str, *columns: Column, key: Sequence[str]) -> Table:
     )
 
 
-families = Table("families", metadata, Column("family_pid", Text, primary_key=True))
+families = Table(
+    "families",
+    metadata,
+    Column("family_sid", Integer, primary_key=True),  # the surrogate compact tables refer to
+    Column("family_pid", Text, nullable=False, unique=True),
+)
 students = Table(
     "students",
     metadata,
@@ -100,15 +117,18 @@ communications = _record(
     Column("replied_at", Text),
     key=("message_pid",),
 )
-platform_activity = _record(
+platform_activity = Table(  # compact (see COMPACT): read it through Store.frame()
     "platform_activity",
-    Column("family_pid", Text),
-    Column("date", Text),
-    Column("platform", Text),
-    Column("feature", Text),
+    metadata,
+    Column("family_sid", Integer, primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("platform", Integer, primary_key=True),
+    Column("feature", Integer, primary_key=True),
     Column("sessions", Integer),
     Column("minutes", Float),
-    key=("family_pid", "date", "platform", "feature"),
+    Column("record_day", Integer, nullable=False),
+    Column("export_no", Integer, nullable=False),
+    sqlite_with_rowid=False,
 )
 grades = _record(
     "grades",
@@ -142,9 +162,76 @@ exports = Table(
     Column("ingested_at", Text, nullable=False),
     Column("summary", Text, nullable=False),  # JSON: counts and reasons, never ids or values
 )
+# the dictionaries of compact tables (not tables of their own for frame() and counts())
+codes = Table(
+    "codes",
+    metadata,
+    Column("kind", Text, primary_key=True),  # the column, e.g. "feature"
+    Column("value", Text, primary_key=True),
+    Column("code", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+export_numbers = Table(
+    "export_numbers",
+    metadata,
+    Column("export_no", Integer, primary_key=True),
+    Column("export_id", Text, nullable=False, unique=True),
+)
+_DICTIONARIES = ("codes", "export_numbers")
 
-TABLES: dict[str, Table] = dict(metadata.tables)
-RECORD_TABLES = tuple(name for name, t in TABLES.items() if "record_date" in t.c)
+TABLES: dict[str, Table] = {
+    name: t for name, t in metadata.tables.items() if name not in _DICTIONARIES
+}
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class _Compact:
+    """A compact table's logical columns (what frame() returns and insert() takes, in order)
+    and how each is stored: (physical column, kind). Kinds: "family" (the pseudonym ->
+    families.family_sid), "day" (an ISO date -> days since 1970-01-01), "code" (a short code
+    -> codes.code of that column), "export" (export_id -> export_numbers.export_no), "value"
+    (as it is)."""
+
+    columns: dict[str, tuple[str, str]]
+    key: tuple[str, ...]  # logical key columns: frame() is ordered by them
+
+    def physical(self, logical: str) -> str:
+        return self.columns[logical][0]
+
+
+COMPACT: dict[str, _Compact] = {
+    "platform_activity": _Compact(
+        {
+            "family_pid": ("family_sid", "family"),
+            "date": ("day", "day"),
+            "platform": ("platform", "code"),
+            "feature": ("feature", "code"),
+            "sessions": ("sessions", "value"),
+            "minutes": ("minutes", "value"),
+            "record_date": ("record_day", "day"),
+            "export_id": ("export_no", "export"),
+        },
+        key=("family_pid", "date", "platform", "feature"),
+    ),
+}
+RECORD_TABLES = tuple(name for name, t in TABLES.items() if "record_date" in t.c or name in COMPACT)
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A column given as codes into its distinct values: row i holds `values[codes[i]]`.
+    Ingestion has its columns factorized already; a compact table encodes only the distinct
+    values then, and every other table gets `decode()`."""
+
+    codes: np.ndarray  # integer, one per row
+    values: np.ndarray  # object: the distinct values
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def decode(self) -> np.ndarray:
+        return self.values[self.codes]
 
 
 def _table(name: str) -> Table:
@@ -164,6 +251,15 @@ class Store:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
+        existing = inspect(self.engine)
+        if existing.has_table("families") and "family_sid" not in {
+            c["name"] for c in existing.get_columns("families")
+        }:
+            self.engine.dispose()
+            raise NodeError(
+                f"store {url}: written by an earlier SchoolFed (no compact tables); move it "
+                "aside and ingest the school's exports again"
+            )
         metadata.create_all(self.engine)
 
     @classmethod
@@ -198,10 +294,15 @@ class Store:
     # --- reading ---------------------------------------------------------------------------
 
     def frame(self, table: str) -> pd.DataFrame:
-        """A whole table, ordered by its key."""
+        """A whole table, ordered by its key (a compact table decoded to its logical columns)."""
         t = _table(table)
         with self.engine.connect() as conn:
-            result = conn.execute(select(t).order_by(*t.primary_key.columns))
+            if table in COMPACT:
+                return _decoded(conn, t, COMPACT[table])
+            if t is families:
+                result = conn.execute(select(families.c.family_pid).order_by(families.c.family_pid))
+            else:
+                result = conn.execute(select(t).order_by(*t.primary_key.columns))
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def counts(self) -> dict[str, int]:
@@ -228,14 +329,18 @@ class Store:
     def delete_older_than(self, table: str, cutoff: date) -> int:
         """Delete the records about a day before `cutoff`; the number of rows deleted."""
         t = _table(table)
-        if "record_date" not in t.c:
+        if table not in RECORD_TABLES:
             raise NodeError(
                 f"store table {table!r} has no record_date; tables with one: "
                 f"{', '.join(RECORD_TABLES)}"
             )
         with self.transaction() as conn:
             # date.max means "everything": no record is about a day after it
-            condition = t.c.record_date < cutoff.isoformat()
+            if table in COMPACT:
+                day = t.c[COMPACT[table].physical("record_date")]
+                condition = day < (cutoff - _EPOCH).days
+            else:
+                condition = t.c.record_date < cutoff.isoformat()
             result = conn.execute(delete(t).where(condition))
             return int(result.rowcount)
 
@@ -254,7 +359,7 @@ class Store:
         self,
         conn: Connection,
         table: str,
-        columns: Mapping[str, np.ndarray],
+        columns: Mapping[str, np.ndarray | Coded],
         *,
         constants: Mapping[str, object] | None = None,
         chunk: int = 50_000,
@@ -263,39 +368,225 @@ class Store:
         """Insert rows given column-wise; rows whose key is already stored are left alone.
 
         `columns` maps column names to equally long object arrays of Python values (None for
-        NULL); passing the same array for two columns binds it once. `constants` are the same
-        in every row (e.g. the export id). `progress(rows_done)` is called after each chunk.
-        Returns the number of rows actually added.
+        NULL), or to `Coded` columns; passing the same array for two columns binds it once.
+        `constants` are the same in every row (e.g. the export id). A compact table takes its
+        logical columns (as `frame()` returns them), encodes them and inserts in key order.
+        `progress(rows_done)` is called after each chunk. Returns the number of rows added.
         """
         t = _table(table)
+        layout = COMPACT.get(table)
         constants = dict(constants or {})
-        names = [*columns, *constants]
-        for name in names:
-            if name not in t.c:
+        for name in [*columns, *constants]:
+            if name not in (layout.columns if layout is not None else t.c):
                 raise NodeError(f"store table {table!r} has no column {name!r}")
-        arrays = list(columns.values())
-        n = len(arrays[0]) if arrays else 0
+        n = len(next(iter(columns.values()))) if columns else 0
+        if any(len(column) != n for column in columns.values()):
+            raise ValueError("every column must have one value per row")
         if n == 0:
             return 0
+        arrays: dict[str, np.ndarray]
+        if layout is not None:
+            arrays, constants = _encode(conn, layout, columns, constants)
+            arrays = _in_key_order(arrays, [c.name for c in t.primary_key.columns])
+        else:
+            decoded: dict[int, np.ndarray] = {}
+            arrays = {}
+            for name, column in columns.items():
+                if isinstance(column, Coded):  # the same Coded column decoded once
+                    column = decoded.setdefault(id(column), column.decode())
+                arrays[name] = column
         # distinct arrays become the parameters of a row; the same array bound once
         distinct: list[np.ndarray] = []
         slot: list[int] = []
-        for array in arrays:
+        for array in arrays.values():
             for i, seen in enumerate(distinct):
                 if seen is array:
                     slot.append(i)
                     break
             else:
-                if len(array) != n:
-                    raise ValueError("every column must have one value per row")
                 slot.append(len(distinct))
                 distinct.append(array)
-        matrix = np.empty((n, len(distinct)), dtype=object)
-        for j, array in enumerate(distinct):
-            matrix[:, j] = array
+        names = [*arrays, *constants]
         if self.engine.dialect.name == "sqlite":
-            return _sqlite_insert(conn, t, names, slot, matrix, constants, chunk, progress)
-        return _generic_insert(conn, t, list(columns), slot, matrix, constants, chunk, progress)
+            return _sqlite_insert(conn, t, names, slot, distinct, constants, chunk, progress)
+        return _generic_insert(conn, t, list(arrays), slot, distinct, constants, chunk, progress)
+
+
+# --- compact tables ------------------------------------------------------------------------
+
+
+def _encode(
+    conn: Connection,
+    layout: _Compact,
+    columns: Mapping[str, np.ndarray | Coded],
+    constants: Mapping[str, object],
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """The physical columns and constants of a compact table's rows: each distinct value
+    encoded once (the same input column twice gives the same array, bound once)."""
+    done: dict[tuple[int, str], np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, column in columns.items():
+        physical, kind = layout.columns[name]
+        key = (id(column), kind)
+        if key not in done:
+            if kind == "value":
+                if isinstance(column, Coded):  # numbers bound from a typed array (fast)
+                    done[key] = _typed(column)
+                else:
+                    done[key] = column
+            else:
+                if isinstance(column, Coded):
+                    codes, values = column.codes, column.values
+                else:
+                    codes, values = pd.factorize(column)  # None -> -1
+                    values = np.asarray(values, dtype=object)
+                encoded = _encode_values(conn, kind, physical, values.tolist())
+                missing = np.array([e is None for e in encoded] + [True])
+                if missing[codes].any():  # NULLs (refused by a NOT NULL column)
+                    done[key] = np.array([*encoded, None], dtype=object)[codes]
+                else:
+                    filled = np.array([0 if e is None else e for e in encoded] + [0], np.int64)
+                    done[key] = filled[codes]
+        arrays[physical] = done[key]
+    physical_constants: dict[str, object] = {}
+    for name, value in constants.items():
+        physical, kind = layout.columns[name]
+        physical_constants[physical] = (
+            value if kind == "value" else _encode_values(conn, kind, physical, [value])[0]
+        )
+    return arrays, physical_constants
+
+
+def _encode_values(conn: Connection, kind: str, column: str, values: list[Any]) -> list[Any]:
+    """Distinct logical values -> their stored integers (None stays None); new families,
+    codes and exports are added to their dictionary table (in the same transaction)."""
+    present = sorted({v for v in values if v is not None})
+    if kind == "day":
+        return [None if v is None else (date.fromisoformat(v) - _EPOCH).days for v in values]
+    if kind == "family":
+        table, value_col, code_col, where = families, "family_pid", "family_sid", None
+    elif kind == "export":
+        table, value_col, code_col, where = export_numbers, "export_id", "export_no", None
+    elif kind == "code":
+        table, value_col, code_col, where = codes, "value", "code", codes.c.kind == column
+    else:
+        raise NodeError(f"store: unknown compact column kind {kind!r}")
+
+    def known() -> dict[Any, int]:
+        query = select(table.c[value_col], table.c[code_col])
+        if where is not None:
+            query = query.where(where)
+        return {value: code for value, code in conn.execute(query)}
+
+    mapping = known()
+    new = [v for v in present if v not in mapping]
+    if new:
+        if kind == "code":
+            start = max(mapping.values(), default=-1) + 1
+            rows = [{"kind": column, "value": v, "code": start + i} for i, v in enumerate(new)]
+        else:
+            rows = [{value_col: v} for v in new]  # the integer key is assigned by the database
+        for part in range(0, len(rows), _ROWS_PER_STATEMENT):
+            conn.execute(insert(table), rows[part : part + _ROWS_PER_STATEMENT])
+        mapping = known()
+    return [None if v is None else mapping[v] for v in values]
+
+
+def _typed(column: Coded) -> np.ndarray:
+    """The column's values, as an int64 or float64 array if the values its rows use are all
+    ints or all floats (no None, no bools), else as objects."""
+    used = np.zeros(len(column.values), dtype=bool)
+    used[column.codes] = True
+    items = column.values[used].tolist()
+    for kind, dtype in ((int, np.int64), (float, np.float64)):
+        if items and all(type(v) is kind for v in items):
+            typed = np.zeros(len(column.values), dtype=dtype)
+            typed[used] = items
+            return typed[column.codes]
+    return column.decode()
+
+
+def _in_key_order(arrays: dict[str, np.ndarray], key: list[str]) -> dict[str, np.ndarray]:
+    """The rows sorted by the (integer) key, the b-tree's order: inserting in it appends.
+    Among rows with the same key the first given stays first (it is the one kept)."""
+    parts = [arrays[name] for name in key]
+    if not all(p.dtype.kind in "iu" for p in parts):
+        return arrays  # NULLs in the key: the insert refuses them anyway
+    low = [int(p.min()) for p in parts]
+    sizes = [int(p.max()) - lo + 1 for p, lo in zip(parts, low, strict=True)]
+    if float(np.prod(sizes, dtype=np.float64)) < 2.0**62:  # one int64 key, one sort
+        combined = np.zeros(len(parts[0]), dtype=np.int64)
+        for p, lo, size in zip(parts, low, sizes, strict=True):
+            combined *= size
+            combined += p
+            combined -= lo
+        if bool(np.all(combined[1:] > combined[:-1])):
+            return arrays  # already in key order
+        bits = max(1, (len(combined) - 1).bit_length())
+        if float(np.prod(sizes, dtype=np.float64)) * 2.0**bits < 2.0**62:
+            # the row number in the low bits: a plain sort is stable and gives the order
+            combined <<= bits
+            combined |= np.arange(len(combined), dtype=np.int64)
+            combined.sort()
+            order = combined & ((1 << bits) - 1)
+            ordered = combined >> bits
+        else:
+            order = np.argsort(combined, kind="stable")
+            ordered = combined[order]
+        # the key columns back from the sorted key (cheaper than gathering each of them)
+        done: dict[int, np.ndarray] = {}
+        for name, lo, size in reversed(list(zip(key, low, sizes, strict=True))):
+            ordered, digit = np.divmod(ordered, size)
+            done.setdefault(id(arrays[name]), digit + lo)
+    else:
+        order = np.lexsort(tuple(reversed(parts)))
+        done = {}
+    return {name: done.setdefault(id(a), a[order]) for name, a in arrays.items()}
+
+
+def _decoded(conn: Connection, table: Table, layout: _Compact) -> pd.DataFrame:
+    """A compact table as its logical columns, in the order of its logical key."""
+    names = list(layout.columns)
+    rows = conn.execute(select(*(table.c[layout.physical(name)] for name in names))).fetchall()
+    raw = pd.DataFrame(rows, columns=names)
+    out: dict[str, Any] = {}
+    rank: dict[str, np.ndarray] = {}
+    for name in names:
+        physical, kind = layout.columns[name]
+        stored = raw[name].to_numpy()
+        if kind == "value":
+            out[name] = raw[name]
+            continue
+        if kind == "day":
+            days, inverse = np.unique(stored.astype(np.int64), return_inverse=True)
+            iso = np.array(
+                [(_EPOCH + timedelta(days=d)).isoformat() for d in days.tolist()], dtype=object
+            )
+            out[name] = iso[inverse.reshape(-1)]
+            rank[name] = stored.astype(np.int64)  # ISO dates sort as their day numbers
+            continue
+        if kind == "family":
+            pairs = conn.execute(select(families.c.family_sid, families.c.family_pid))
+        elif kind == "export":
+            pairs = conn.execute(select(export_numbers.c.export_no, export_numbers.c.export_id))
+        else:
+            pairs = conn.execute(
+                select(codes.c.code, codes.c.value).where(codes.c.kind == physical)
+            )
+        mapping = dict(pairs.fetchall())
+        ints = sorted(mapping)
+        lookup = pd.Series([mapping[i] for i in ints], index=ints, dtype=object)
+        order = pd.Series(
+            np.argsort(np.argsort(np.array([mapping[i] for i in ints], dtype=object))),
+            index=ints,
+        )
+        out[name] = lookup.reindex(stored).to_numpy()
+        rank[name] = order.reindex(stored).to_numpy()
+    frame = pd.DataFrame(out, columns=names)
+    if len(frame):
+        order = np.lexsort(tuple(rank[name] for name in reversed(layout.key)))
+        frame = frame.iloc[order].reset_index(drop=True)
+    return frame
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -322,41 +613,69 @@ def _sqlite_insert(
     table: Table,
     names: list[str],
     slot: list[int],
-    matrix: np.ndarray,
+    distinct: list[np.ndarray],
     constants: dict[str, object],
     chunk: int,
     progress: Callable[[int], None] | None,
 ) -> int:
     """Multi-row INSERT OR IGNORE with numbered parameters: each distinct value of a row is
-    bound once, constants once per statement."""
-    n, width = matrix.shape
+    bound once, constants once per statement. Integer and float columns are laid out as
+    int64 / float64 blocks, so their Python values come from one tolist() per block."""
+    n = len(distinct[0])
+    blocks: list[np.ndarray] = []
+    where: list[tuple[int, int]] = [(0, 0)] * len(distinct)
+    by_type: dict[Any, list[int]] = {}
+    for j, array in enumerate(distinct):
+        kind = array.dtype.kind
+        dtype: Any = np.int64 if kind in "iu" else np.float64 if kind == "f" else object
+        by_type.setdefault(dtype, []).append(j)
+    for dtype, members in by_type.items():
+        block = np.empty((n, len(members)), dtype=dtype)
+        for c, j in enumerate(members):
+            block[:, c] = distinct[j]
+            where[j] = (len(blocks), c)
+        blocks.append(block)
+    widths = [b.shape[1] for b in blocks]
+    width = sum(widths)
     per = max(1, min(_ROWS_PER_STATEMENT, 30000 // max(1, width)))
     constant_values = list(constants.values())
 
     def statement(rows: int) -> str:
+        offsets = np.concatenate(([0], np.cumsum(widths) * rows)).tolist()
         base = rows * width
+        tail = [f"?{base + k + 1}" for k in range(len(constant_values))]
         groups = []
         for r in range(rows):
-            params = [f"?{r * width + s + 1}" for s in slot]
-            params += [f"?{base + k + 1}" for k in range(len(constant_values))]
-            groups.append("(" + ",".join(params) + ")")
+            params = []
+            for s in slot:
+                b, c = where[s]
+                params.append(f"?{offsets[b] + r * widths[b] + c + 1}")
+            groups.append("(" + ",".join(params + tail) + ")")
         column_list = ",".join(f'"{name}"' for name in names)
         return f'INSERT OR IGNORE INTO "{table.name}" ({column_list}) VALUES ' + ",".join(groups)
 
     full_sql = statement(per)
     added = 0
     for start in range(0, n, chunk):
-        part = matrix[start : start + chunk]
-        whole = (len(part) // per) * per
+        parts = [b[start : start + chunk] for b in blocks]
+        rows = len(parts[0])
+        whole = (rows // per) * per
         if whole:
-            params = [
-                (*row, *constant_values) for row in part[:whole].reshape(-1, per * width).tolist()
+            lists = [
+                p[:whole].reshape(-1, per * w).tolist() for p, w in zip(parts, widths, strict=True)
             ]
+            if len(lists) == 1:
+                params = [(*values, *constant_values) for values in lists[0]]
+            else:
+                params = [
+                    (*chain(*values), *constant_values) for values in zip(*lists, strict=True)
+                ]
             added += _rowcount(conn.exec_driver_sql(full_sql, params))
-        if whole < len(part):
-            rest = part[whole:]
-            row = rest.reshape(-1).tolist() + constant_values
-            added += _rowcount(conn.exec_driver_sql(statement(len(rest)), (*row,)))
+        if whole < rows:
+            rest = [x for p in parts for x in p[whole:].reshape(-1).tolist()]
+            added += _rowcount(
+                conn.exec_driver_sql(statement(rows - whole), (*rest, *constant_values))
+            )
         if progress is not None:
             progress(min(n, start + chunk))
     return added
@@ -367,7 +686,7 @@ def _generic_insert(
     table: Table,
     names: list[str],
     slot: list[int],
-    matrix: np.ndarray,
+    distinct: list[np.ndarray],
     constants: dict[str, object],
     chunk: int,
     progress: Callable[[int], None] | None,
@@ -382,13 +701,13 @@ def _generic_insert(
         stmt = insert(table).prefix_with("IGNORE")
     else:
         raise NodeError(f"store: the {dialect} database is not supported (sqlite, postgresql)")
-    n = len(matrix)
+    n = len(distinct[0])
     added = 0
     for start in range(0, n, chunk):
-        part = matrix[start : start + chunk].tolist()
+        part = [array[start : start + chunk].tolist() for array in distinct]
         rows = [
-            {**{name: row[s] for name, s in zip(names, slot, strict=True)}, **constants}
-            for row in part
+            {**{name: part[s][i] for name, s in zip(names, slot, strict=True)}, **constants}
+            for i in range(len(part[0]))
         ]
         added += _rowcount(conn.execute(stmt, rows))
         if progress is not None:

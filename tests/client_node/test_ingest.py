@@ -512,6 +512,39 @@ def test_an_extra_cell_in_the_first_row_and_a_short_row_are_both_caught(tmp_path
     ]
 
 
+FAST_READER_CASES = [
+    (b"a,b\n1,2\n3,4\n", True),
+    (b"a,b\r\n1,2\r\n\r\n3,4\r\n", True),
+    (b"\xef\xbb\xbfa,b\n1,2\n  \n\t\n3,4", True),
+    (b"\n\na,b\n1,2\n3,4\n\n\n", True),
+    (b"a,b\n1,2,\n3\n", False),
+    (b"a,b\n1,2,3\n", False),
+    (b"a,b\n1,2\n3\n", False),
+    (b"a,b\r1,2\r3,4\r", False),
+    (b"a,b\n1,2\n3,4\r5,6\n", True),
+    (b"a,b\nNA,\nnull,N/A\n,\n", True),
+    (b"a,b\n\xc3\xa9 x , 2\n", True),
+]
+
+
+@pytest.mark.parametrize(("data", "fast"), FAST_READER_CASES)
+def test_the_coding_reader_agrees_with_the_csv_module(data, fast):
+    keep = lambda name: name != "b"  # noqa: E731
+
+    parsed = ingest_module._parse("f.csv", data, keep=keep, coded=True)
+    reference = ingest_module._parse_csv_module("f.csv", data, keep)
+
+    assert parsed.header == reference.header
+    decoded = {}
+    for name in ("a",):
+        column = parsed.column(name)
+        decoded[name] = (column[1][column[0]] if isinstance(column, tuple) else column).tolist()
+    assert decoded == {k: v.tolist() for k, v in reference.cells.items()}
+    assert "b" not in parsed.cells and "b" not in parsed.coded
+    assert parsed.lines.tolist() == reference.lines.tolist()
+    assert parsed.shape_errors == reference.shape_errors
+
+
 @pytest.mark.parametrize(
     ("data", "fast"),
     [
@@ -767,3 +800,70 @@ def test_the_store_deletes_by_record_date(tmp_path, node):
         remaining = store.counts()["platform_activity"]
 
     assert (deleted, remaining) == (20, 40)
+
+
+# --- the compact platform_activity table ---------------------------------------------------------
+
+
+def test_compact_activity_reads_back_exactly_what_the_export_held(tmp_path, node):
+    export = write_export(tmp_path / "export")
+    path = export / "platform_activity.csv"
+    with open(path, "a") as fh:  # more features, platforms, a decimal, an early date
+        fh.write(f"{fid(2)},{day(1)},web,calendar,0,0.25\n{fid(7)},1969-12-31,web,lunch,3,7\n")
+    pseudonym = Pseudonymizer.for_node(node)
+
+    summary = ingest_export(export, node_dir=node)
+    with Store.for_node(node) as store:
+        activity = store.frame("platform_activity")
+        exports = store.frame("exports")
+
+    raw = pd.read_csv(path, dtype={"minutes": float, "sessions": "int64"}, keep_default_na=False)
+    expected = (
+        raw.assign(family_id=[pseudonym("family", f) for f in raw["family_id"]])
+        .rename(columns={"family_id": "family_pid"})
+        .assign(record_date=lambda d: d["date"], export_id=summary.export_id)
+        .sort_values(["family_pid", "date", "platform", "feature"])
+        .reset_index(drop=True)
+    )
+    assert list(activity.columns) == [
+        "family_pid", "date", "platform", "feature", "sessions", "minutes", "record_date",
+        "export_id",
+    ]  # fmt: skip
+    pd.testing.assert_frame_equal(activity, expected)
+    assert exports["export_id"].tolist() == [summary.export_id]
+
+
+def test_compact_activity_stores_integers_and_dictionaries(tmp_path, node):
+    ingest_export(write_export(tmp_path / "first"), node_dir=node)
+    second = write_export(tmp_path / "second")
+    with open(second / "platform_activity.csv", "a") as fh:
+        fh.write(f"{fid(1)},{day(9)},web,forms,1,3\n")
+
+    summary = ingest_export(second, node_dir=node)
+    with Store.for_node(node) as store, store.engine.connect() as conn:
+        types = conn.exec_driver_sql(
+            "SELECT DISTINCT typeof(family_sid), typeof(day), typeof(platform), typeof(feature),"
+            " typeof(record_day), typeof(export_no) FROM platform_activity"
+        ).fetchall()
+        codes = conn.exec_driver_sql("SELECT kind, value, code FROM codes ORDER BY 1, 3").fetchall()
+        numbers = conn.exec_driver_sql("SELECT count(*) FROM export_numbers").scalar_one()
+        activity = store.frame("platform_activity")
+
+    assert types == [("integer",) * 6]
+    assert codes == [("feature", "homework", 0), ("feature", "forms", 1), ("platform", "app", 0),
+                     ("platform", "web", 1)]  # fmt: skip
+    assert summary.files["platform_activity.csv"].added == 1  # the other 60 were stored already
+    assert numbers == 2 and len(activity) == 61
+    assert activity.set_index("feature").loc["forms", "export_id"] == summary.export_id
+    assert (activity["feature"] == "homework").sum() == 60
+
+
+def test_a_store_in_the_earlier_layout_is_refused_with_a_clear_message(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE families (family_pid TEXT PRIMARY KEY)")
+
+    with pytest.raises(NodeError, match="earlier SchoolFed"):
+        Store(f"sqlite:///{path}")
