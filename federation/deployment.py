@@ -395,7 +395,8 @@ def district_up(district_dir: Path, *, timeout: float = 60.0) -> DistrictSetting
             f"{district_dir / DISTRICT_FILE}"
         )
     cmd = [
-        "flower-superlink",
+        # Flower's flower-superlink, with its token cleanup run at most once a second
+        sys.executable, "-m", "federation.linkstate", "--",
         "--ssl-ca-certfile", str(cert_dir / certs.CA_CERT),
         "--ssl-certfile", str(cert_dir / certs.SUPERLINK_CERT),
         "--ssl-keyfile", str(cert_dir / certs.SUPERLINK_KEY),
