@@ -6,7 +6,8 @@ text where a number belongs — is not sent: the reply is replaced by an error t
 stopped. Fail closed.
 
 A reply to a SecAgg+ training message may hold only SecAgg+'s own keys (public keys, encrypted
-shares, the masked vector, key shares), the school's status and aggregate metrics beside them,
+shares, the masked vector, key shares), the school's status and aggregate metrics beside them
+(training figures, and the evaluation of the incoming model when the district asked for it),
 and no unmasked array at all.
 """
 
@@ -100,7 +101,7 @@ def _check_secagg_reply(reply: Message) -> str | None:
                 if key in keys.STATUS_KEYS:
                     if not isinstance(value, str):
                         return "status values must be text"
-                elif key in keys.TRAIN_METRICS:
+                elif key in keys.TRAIN_METRICS | keys.TRAIN_EVALUATION_METRICS:
                     if not isinstance(value, int | float) or isinstance(value, bool):
                         return f"metric {key!r} is not a single number"
                 else:
