@@ -3,8 +3,9 @@
 Flower's own executor starts a fresh `flwr-clientapp` process for every message, and each one
 imports torch and Opacus again (seconds on a small machine, for a round whose training takes
 well under one). This executor is Flower's SuperExec loop (`run_superexec`, polling the
-SuperNode's Runtime API for tasks) with one change: a ClientApp task runs in this process, which
-imported the ClientApp, torch and Opacus once. Each task does what `flwr-clientapp` does, with
+SuperNode's Runtime API for tasks) with two changes: a ClientApp task runs in this process,
+which imported the ClientApp, torch and Opacus once, and the task polls back off while no task
+comes (`TASK_POLLS`). Each task does what `flwr-clientapp` does, with
 Flower's own functions: pull the message, context and app bundle from the Runtime API, run the
 ClientApp, push the reply and the task's status.
 
