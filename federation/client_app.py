@@ -192,9 +192,14 @@ def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
     start = dict(zip(terms.names, received, strict=True))
     zero = secagg.zero_update({k: v.shape for k, v in start.items()}, terms.names)
     node: SchoolNode | None = None
+    evaluation: Evaluation | None = None
     try:
         request = TrainRequest.from_record(rest)
         node = SchoolNode(node_dir)
+        if request.evaluate_first and request.server_round > 1:
+            # the model it carries is last round's aggregate: evaluated here, it saves the
+            # district a separate evaluation exchange (aggregate figures, sent in plain)
+            evaluation = node.evaluate(weights=start)
         families = len(node.train_table())
         if families > terms.max_weight:
             outcome = node.decline(
@@ -215,6 +220,7 @@ def _secagg_train(message: Message, node_dir: Path) -> RecordDict:
         status = _status(node_dir.name, RoundStatus.FAILED, str(exc), node)
         return secagg.masked_input(zero, 0, dict(status))
     plain = {
+        **(_evaluation_metrics(evaluation, keys.EVAL_PREFIX) if evaluation else {}),
         **_status(outcome.school_id, outcome.status, outcome.reason, node),
         **_train_metrics(outcome),
     }

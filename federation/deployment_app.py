@@ -239,7 +239,7 @@ def answer_query(grid: Grid, context: Context, district: Path, config: dict) -> 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
-    quick_pulls(pull_modules()["serverapp"])
+    quick_pulls(pull_modules()["serverapp"], "serverapp")
     flower_run_id = int(context.run_id)
     config = _config(context)
     if str(config.get("analytics-request", "")):
@@ -267,18 +267,33 @@ def main(grid: Grid, context: Context) -> None:
         with open(progress, "a") as fh:
             fh.write(line + "\n")
 
-    def on_round(server_round: int, metrics: dict[str, float]) -> None:
+    ended: set[int] = set()  # rounds whose last exchange is over (SecAgg+ path)
+
+    def on_round_end(server_round: int) -> None:
+        """A round's time: from the end of the previous round's last exchange to the end of
+        its own (with its evaluation fused into the next round's training, that is its four
+        SecAgg+ exchanges, and the last round's separate evaluation counts in the last round)."""
         now = time.monotonic()
         round_seconds[server_round] = now - marks.get(server_round - 1, marks[0])
         marks[server_round] = now
+        ended.add(server_round)
+        say(f"round {server_round}: done ({round_seconds[server_round]:.1f} s)")
+
+    def on_round(server_round: int, metrics: dict[str, float]) -> None:
+        if server_round not in ended:  # plain path: the evaluation ends the round
+            now = time.monotonic()
+            round_seconds[server_round] = now - marks.get(server_round - 1, marks[0])
+            marks[server_round] = now
         say(
             f"round {server_round}: federated AUC {metrics.get('auc', float('nan')):.3f} "
-            f"({round_seconds[server_round]:.1f} s)"
+            f"({round_seconds.get(server_round, float('nan')):.1f} s)"
         )
 
     outcomes: list[RunOutcome] = []
     say(f"run {settings.run_id}: waiting for {settings.num_schools} schools")
-    inner = build_server_app(settings, on_done=outcomes.append, on_round=on_round)
+    inner = build_server_app(
+        settings, on_done=outcomes.append, on_round=on_round, on_round_end=on_round_end
+    )
     prompt = PromptGrid(grid, poll=0.1)
     inner(prompt, context)
     outcome = outcomes[0]

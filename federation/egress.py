@@ -6,7 +6,8 @@ text where a number belongs — is not sent: the reply is replaced by an error t
 stopped. Fail closed.
 
 A reply to a SecAgg+ training message may hold only SecAgg+'s own keys (public keys, encrypted
-shares, the masked vector, key shares), the school's status and aggregate metrics beside them,
+shares, the masked vector, key shares), the school's status and aggregate metrics beside them
+(training figures, and the evaluation of the incoming model when the district asked for it),
 and no unmasked array at all; beside a secure analytics vector, only the school's status and
 its ε and noise figures (analytics_secagg.SECURE_PLAIN_METRICS), never a statistic.
 """
@@ -38,7 +39,7 @@ def check_reply(request: Message, reply: Message) -> str | None:
         plain = (
             analytics_secagg.SECURE_PLAIN_METRICS
             if analytics_secagg.is_analytics(request)
-            else keys.TRAIN_METRICS
+            else keys.TRAIN_METRICS | keys.TRAIN_EVALUATION_METRICS
         )
         return _check_secagg_reply(reply, plain)
     content = reply.content

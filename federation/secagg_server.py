@@ -13,7 +13,10 @@ a `flwr.server.strategy.Strategy`). Per round:
    fails: the global model stays as it was, the reason is recorded, and the next round goes on.
 
 Federated evaluation is not secret (aggregate metrics only) and uses the Message API, exactly
-as the plain path does.
+as the plain path does. In deployment (`evaluate-first`), every round but the last saves that
+exchange: the masked-vector request carries the global model anyway, so each school evaluates
+it before training and sends the figures beside its masked vector; only the last round has a
+separate evaluation exchange.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         train_config: dict[str, Scalar],
         num_schools: int,
         settings: SecAggSettings,
+        on_fused_evaluate: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__(
             fraction_fit=1.0,
@@ -148,6 +152,9 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         self.aggregated: set[int] = set()  # rounds SecAgg+ completed (whatever the schools said)
         self._global: NDArrays = initial
         self.sampled: set[int] = set()
+        # with `evaluate-first` in the training config, each school evaluates the model it is
+        # sent (last round's aggregate) and the figures come beside its masked vector
+        self.on_fused_evaluate = on_fused_evaluate
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -186,6 +193,26 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
                 )
         return len(dropped)
 
+    def _fused_evaluation(self, server_round: int, results: list[FitRes]) -> None:
+        """Last round's federated evaluation, from the figures beside the masked vectors."""
+        if self.on_fused_evaluate is None or server_round < 2:
+            return
+        n = len(keys.EVAL_PREFIX)
+        evaluations = []
+        for res in results:
+            found = {
+                k[n:]: float(v)
+                for k, v in res.metrics.items()
+                if k in keys.TRAIN_EVALUATION_METRICS
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+            }
+            if keys.NUM_EXAMPLES in found:  # a school that declined this round evaluated too
+                evaluations.append(found)
+        if evaluations:
+            mean = weighted_mean(evaluations, weight_key=keys.NUM_EXAMPLES)
+            self.on_fused_evaluate(server_round - 1, {k: float(v) for k, v in mean.items()})
+
     def aggregate_fit(
         self,
         server_round: int,
@@ -193,6 +220,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         record = self.rounds.setdefault(server_round, SecAggRound())
+        self._fused_evaluation(server_round, [res for _, res in results])
         self.aggregated.add(server_round)
         noted = [(proxy, self._note(proxy.node_id, res), res) for proxy, res in results]
         trained = [(s, res) for _, s, res in noted if s is not None and s.status == "trained"]
@@ -235,6 +263,7 @@ class SchoolSecAggFedAvg(LegacyFedAvg):
         record = self.rounds.setdefault(server_round, SecAggRound())
         for proxy, res in replies:
             self._note(proxy.node_id, res)
+        self._fused_evaluation(server_round, [res for _, res in replies])
         record.schools = 0
         record.failed = reason
         log.warning("round %d failed: %s; the model is unchanged", server_round, reason)

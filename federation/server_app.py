@@ -66,6 +66,7 @@ class RunOutcome:
 
 CentralEvaluation = Callable[[int, dict[str, np.ndarray]], dict[str, float]]
 RoundCallback = Callable[[int, dict[str, float]], None]
+RoundEndCallback = Callable[[int], None]
 
 
 def train_config(settings: RunSettings) -> ConfigRecord:
@@ -91,15 +92,24 @@ def build_server_app(
     on_done: Callable[[RunOutcome], None],
     central_evaluation: CentralEvaluation | None = None,
     on_round: RoundCallback | None = None,
+    on_round_end: RoundEndCallback | None = None,
 ) -> ServerApp:
     """A ServerApp for one run; `on_done` receives the outcome when the last round ends.
-    `settings.secure_aggregation` chooses SecAgg+ for training rounds."""
+    `settings.secure_aggregation` chooses SecAgg+ for training rounds. `on_round` receives a
+    round's evaluation when it is in; with SecAgg+, `on_round_end` is told when a round's last
+    exchange is over (with `evaluate_in_train` the evaluation of round r arrives in round r+1,
+    so round times are taken from `on_round_end`)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run = _run_secagg if settings.secure_aggregation else _run_plain
-        on_done(run(grid, context, settings, central_evaluation, on_round))
+        if settings.secure_aggregation:
+            outcome = _run_secagg(
+                grid, context, settings, central_evaluation, on_round, on_round_end
+            )
+        else:
+            outcome = _run_plain(grid, context, settings, central_evaluation, on_round)
+        on_done(outcome)
 
     return app
 
@@ -173,9 +183,12 @@ def _run_secagg(
     settings: RunSettings,
     central_evaluation: CentralEvaluation | None,
     on_round: RoundCallback | None,
+    on_round_end: RoundEndCallback | None = None,
 ) -> RunOutcome:
     """Flower's legacy DefaultWorkflow: SecAgg+ training rounds, then centralized and
-    federated evaluation (Message API, as in the plain path) of the new global model."""
+    federated evaluation (Message API, as in the plain path) of the new global model. With
+    `evaluate_in_train` (deployment), rounds before the last have no evaluation exchange: the
+    next round's masked-vector request carries the model and the schools evaluate it first."""
     federated: dict[int, dict[str, float]] = {}
     central: dict[int, dict[str, float]] = {}
 
@@ -186,19 +199,30 @@ def _run_secagg(
 
     initial = get_weights(build_model(settings.n_features))
     names = list(initial)
+    fused = settings.evaluate_in_train
     strategy = SchoolSecAggFedAvg(
         names=names,
         initial=[initial[n] for n in names],
         train_config=train_config_dict(train_config(settings)),
         num_schools=settings.num_schools,
         settings=settings.secagg,
+        on_fused_evaluate=record if fused else None,
     )
     evaluator = _evaluator(settings, record)
 
     def evaluate_round(grid: Grid, legacy: Context) -> None:
         server_round = current_round(legacy)
+        try:
+            evaluate(grid, legacy, server_round)
+        finally:
+            if on_round_end is not None:
+                on_round_end(server_round)
+
+    def evaluate(grid: Grid, legacy: Context, server_round: int) -> None:
         if strategy.stopped:
             return
+        if fused and server_round < settings.num_rounds:
+            return  # the next round's masked-vector replies carry this model's evaluation
         weights = current_weights(legacy, names)
         messages = evaluator.configure_evaluate(
             server_round, weights_to_arrays(weights), ConfigRecord(), grid

@@ -3,8 +3,9 @@
 Flower's own executor starts a fresh `flwr-clientapp` process for every message, and each one
 imports torch and Opacus again (seconds on a small machine, for a round whose training takes
 well under one). This executor is Flower's SuperExec loop (`run_superexec`, polling the
-SuperNode's Runtime API for tasks) with one change: a ClientApp task runs in this process, which
-imported the ClientApp, torch and Opacus once. Each task does what `flwr-clientapp` does, with
+SuperNode's Runtime API for tasks) with two changes: a ClientApp task runs in this process,
+which imported the ClientApp, torch and Opacus once, and the task polls back off while no task
+comes (`TASK_POLLS`). Each task does what `flwr-clientapp` does, with
 Flower's own functions: pull the message, context and app bundle from the Runtime API, run the
 ClientApp, push the reply and the task's status.
 
@@ -25,15 +26,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import federation  # noqa: F401  (sets the offline environment first)
+from federation.polling import Backoff
 
-# Task poll interval of Flower's SuperExec loop (Flower's default: 1 s).
-os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+# Task polls of Flower's SuperExec loop (Flower's: every 1 s): every 50 ms after a task was
+# launched, growing to 100 ms, and to 1 s once no task has come for 10 s. A task is created when
+# the SuperNode receives a message, before it has pulled the message's objects from the
+# SuperLink, so a short wait here is mostly hidden behind that pull.
+TASK_POLLS = {"floor": 0.05, "cap": 0.1, "idle_after": 10.0, "idle_cap": 1.0}
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ def preload() -> None:
 
     from federation.polling import quick_pulls
 
-    quick_pulls(run_clientapp)
+    quick_pulls(run_clientapp, "clientapp")
 
 
 def run_task(*, runtime_api_address: str, token: str) -> None:
@@ -132,12 +137,28 @@ def run_task(*, runtime_api_address: str, token: str) -> None:
             log.info("task %s: %s", kind, steps)
 
 
+class _TaskPollClock:
+    """The `time` module for Flower's SuperExec loop: its sleep between task polls is the
+    backoff's next wait."""
+
+    def __init__(self, polls: Backoff) -> None:
+        self.polls = polls
+
+    def sleep(self, seconds: float) -> None:
+        del seconds  # Flower's fixed interval; the backoff decides
+        time.sleep(self.polls.next())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 class InProcessExecutor:
     """Flower's executor protocol: ClientApp tasks run one at a time in a worker thread of this
     process; other task types go to Flower's subprocess executor."""
 
-    def __init__(self) -> None:
+    def __init__(self, polls: Backoff | None = None) -> None:
         self._worker: threading.Thread | None = None
+        self.polls = polls
 
     def busy(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
@@ -159,6 +180,8 @@ class InProcessExecutor:
         from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
         from flwr.supercore.superexec.executor.types import LaunchResult
 
+        if self.polls is not None:
+            self.polls.reset()  # a round's next message comes soon
         if spec.task_type != TaskType.CLIENT_APP:
             return SubprocessExecutor().launch(spec)
         if self.busy() and self._worker is not None:
@@ -189,8 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     from flwr.supercore.constant import ExecutorType
     from flwr.supercore.superexec import run_superexec as superexec
 
-    executor = InProcessExecutor()
+    polls = Backoff(**TASK_POLLS)
+    executor = InProcessExecutor(polls)
     superexec.get_executor = lambda *_a, **_k: executor  # type: ignore[assignment]
+    superexec.time = _TaskPollClock(polls)  # type: ignore[assignment]
     superexec.run_superexec(
         runtime_api_address=args.runtime_api_address,
         insecure=True,

@@ -8,6 +8,7 @@ import tomllib
 import pytest
 
 from federation import deployment as dep
+from federation import linkstate, polling
 from federation.errors import DeploymentError
 from federation.polling import patchable
 from tests.conftest import current_policy_text, signed_policy
@@ -77,6 +78,43 @@ def test_starting_a_district_that_was_never_initialised_says_so(tmp_path):
 
 def test_the_installed_flower_still_has_what_the_poll_settings_change():
     assert patchable() == []
+    assert linkstate.patchable() == []
+
+
+def test_idle_polls_start_short_grow_and_wait_longer_when_answers_are_slow(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(polling.time, "monotonic", lambda: clock[0])
+    polls = polling.Backoff(floor=0.02, cap=0.1, idle_after=10.0, idle_cap=1.0)
+    waits = [polls.next() for _ in range(6)]
+    assert waits == pytest.approx([0.02, 0.03, 0.045, 0.0675, 0.1, 0.1])
+    clock[0] += 11.0  # nothing for 11 s: idle, the waits grow on to 1 s
+    assert [polls.next() for _ in range(3)] == pytest.approx([0.1, 0.15, 0.225])
+    polls.reset()  # a message came in
+    assert polls.next() == pytest.approx(0.02)
+    polls.answered(0.2)  # the server took 0.2 s to say "nothing": it is busy
+    assert polls.next() == pytest.approx(0.4)
+    polls.answered(5.0)  # never more than the idle cap
+    assert polls.next() == pytest.approx(1.0)
+
+
+def test_the_superlink_token_cleanup_runs_at_most_once_per_interval(monkeypatch):
+    calls = []
+
+    class State:
+        def _cleanup_expired_task_tokens(self):
+            calls.append(self)
+
+    clock = [0.0]
+    monkeypatch.setattr(linkstate.time, "monotonic", lambda: clock[0])
+    linkstate.throttle_cleanup(State, interval=1.0)
+    linkstate.throttle_cleanup(State, interval=1.0)  # twice is once
+    a, b = State(), State()
+    for _ in range(5):
+        a._cleanup_expired_task_tokens()
+    b._cleanup_expired_task_tokens()  # each state keeps its own clock
+    clock[0] = 1.5
+    a._cleanup_expired_task_tokens()
+    assert calls == [a, b, a]
 
 
 def test_the_app_is_declared_for_flwr_run():

@@ -269,3 +269,15 @@ def test_updates_are_clipped_to_the_bound_and_scaled_into_the_clipping_range():
     assert np.allclose(vector[0], [[1.0, -8.0, 7.8, 8.0]]) and np.allclose(vector[1], [-0.5])
     delta, clipped = secagg.decode_aggregate(vector, names=["weight", "bias"], scale=2.0)
     assert np.allclose(delta["weight"], [[0.5, -4.0, 3.9, 4.0]]) and clipped == pytest.approx(0.4)
+
+
+def test_the_guard_lets_the_incoming_models_evaluation_pass_beside_the_masked_vector():
+    from federation.egress import check_reply
+
+    request = _message(RecordDict({secagg.SECAGG_RECORD: ConfigRecord({})}), node=1)
+    plain = {"school-id": "s", "status": "trained", "reason": "", keys.NUM_EXAMPLES: 10}
+    fused = {**plain, keys.EVAL_PREFIX + "auc": 0.7, keys.EVAL_PREFIX + keys.NUM_EXAMPLES: 5}
+    reply = RecordDict({secagg.FITRES_METRICS: ConfigRecord(fused)})
+    assert check_reply(request, Message(reply, reply_to=request)) is None
+    leaking = RecordDict({secagg.FITRES_METRICS: ConfigRecord({**plain, "eval-rows": 3})})
+    assert "'eval-rows'" in check_reply(request, Message(leaking, reply_to=request))
