@@ -423,6 +423,20 @@ def cost_of(node: SchoolNode, request: AnalyticsRequest) -> Cost:
     )
 
 
+def _audit_refusal(
+    node: SchoolNode, request: AnalyticsRequest, status: AnswerStatus, reason: str
+) -> None:
+    node.audit.append(
+        "refusal",
+        what="analytics",
+        status=str(status),
+        reason=reason,
+        query_id=request.query_id,
+        policy_id=node.policy.policy_id,
+        policy_version=node.policy.version,
+    )
+
+
 def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcome:
     """Answer `request` under the node's policy and analytics ledger, or say why not.
 
@@ -434,15 +448,7 @@ def answer_query(node: SchoolNode, request: AnalyticsRequest) -> AnalyticsOutcom
 
     def outcome(status: AnswerStatus, reason: str, **kw: object) -> AnalyticsOutcome:
         if status != AnswerStatus.ANSWERED:
-            node.audit.append(
-                "refusal",
-                what="analytics",
-                status=str(status),
-                reason=reason,
-                query_id=request.query_id,
-                policy_id=policy.policy_id,
-                policy_version=policy.version,
-            )
+            _audit_refusal(node, request, status, reason)
         return AnalyticsOutcome(
             school_id=node.school_id,
             status=status,
@@ -600,15 +606,7 @@ def answer_secure(
     generator = noise_generator(seed=request.seed, label=label)
 
     def declined(status: AnswerStatus, reason: str) -> tuple[AnalyticsOutcome, SecureShare]:
-        node.audit.append(
-            "refusal",
-            what="analytics",
-            status=str(status),
-            reason=reason,
-            query_id=request.query_id,
-            policy_id=policy.policy_id,
-            policy_version=policy.version,
-        )
+        _audit_refusal(node, request, status, reason)
         outcome = AnalyticsOutcome(
             school_id=node.school_id,
             status=status,
