@@ -95,9 +95,8 @@ def markdown(report: dict) -> str:
         f"Dataset **{report['dataset']}**, {len(report['rounds'])} rounds, policy "
         f"`{report['policy']['policy_id']}` v{report['policy']['version']} "
         f"(training ε ≤ {report['policy']['training_epsilon']:g}, δ = "
-        f"{report['policy']['training_delta']:g} per school for {report['policy']['period']}). Held-out test: {report['test_split']['families']} "
-        f"families ({report['test_split']['at_risk']} at risk) from "
-        f"{report['test_split']['schools']} schools.",
+        f"{report['policy']['training_delta']:g} per school for {report['policy']['period']}). "
+        + _test_split_sentence(report["test_split"]),
         "",
         _secagg_sentence(report),
         "",
@@ -152,6 +151,13 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_split_sentence(split: dict) -> str:
+    """Who the held-out figures are about; the district of a deployment knows only how many
+    families the schools evaluated on, not how many of them are at risk."""
+    at_risk = f" ({split['at_risk']} at risk)" if split.get("at_risk") is not None else ""
+    return f"Held-out test: {split['families']} families{at_risk} from {split['schools']} schools."
 
 
 def _secagg_sentence(report: dict) -> str:

@@ -45,7 +45,9 @@ def register(sub: Any) -> None:
     )
     run_parser.add_argument(
         "--seed", type=seed, default=None,
-        help="seed the schools' noise (simulations only; default: the OS's CSPRNG)",
+        help="seed the schools' noise (simulations only; default: the OS's CSPRNG). Each "
+        "school mixes the seed with its own secret, so whoever chose it cannot reproduce the "
+        "noise: new node directories (a fresh --out) give different noise",
     )  # fmt: skip
     run_parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     run_parser.set_defaults(handler=run)

@@ -124,6 +124,13 @@ def _print_report(report: dict, console: Console) -> None:
         )
     if report.get("schools_missing"):
         console.print(f"[yellow]{report['schools_missing']} school(s) never replied[/]")
+    if not report.get("model_saved"):
+        console.print("[yellow]no school trained[/]: no model was saved (exit status 1)")
+
+
+def _status(report: dict) -> int:
+    """0 when the run trained a model; 1 when it finished but no school could train."""
+    return 0 if report.get("model_saved") else 1
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -141,7 +148,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     report = wait_run(args.dir, run, timeout=args.timeout, progress=console.print)
     _print_report(report, console)
     console.print(f"report: {args.dir / 'report.md'}")
-    return 0
+    return _status(report)
 
 
 def _local(args: argparse.Namespace, console: Console) -> int:
@@ -160,4 +167,4 @@ def _local(args: argparse.Namespace, console: Console) -> int:
     )
     _print_report(report, console)
     console.print(f"report: {args.out / 'district' / 'report.md'}")
-    return 0
+    return _status(report)

@@ -112,9 +112,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if report["stopped_early"]:
         console.print(f"[yellow]{report['stopped_early']}[/]: the remaining rounds were skipped")
     if not report["model_saved"]:
-        console.print("[yellow]no school trained[/]: the previous model.npz (if any) is kept")
+        console.print(
+            "[yellow]no school trained[/]: the previous model.npz (if any) is kept (exit status 1)"
+        )
     console.print(f"report: {Path(args.out) / 'report.md'} (and report.json, auc.png, model.npz)")
-    return 0
+    return 0 if report["model_saved"] else 1
 
 
 def _print_summary(report: dict, console: Console) -> None:

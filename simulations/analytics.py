@@ -80,7 +80,18 @@ class QueryRefused(SimulationError):
 
 
 class QueryFailed(SimulationError):
-    """The secure round failed (e.g. fewer schools than SecAgg+'s threshold): nothing revealed."""
+    """The secure round failed (e.g. fewer schools than SecAgg+'s threshold): nothing revealed;
+    or no school answered (each refused, e.g. its budget was spent meanwhile): no report."""
+
+
+def _some_answered(query_id: str, answers: Sequence[SchoolAnswer]) -> None:
+    if any(a.status == "answered" for a in answers):
+        return
+    why = sorted({f"{a.school_id} {a.status}: {a.reason}" for a in answers})
+    raise QueryFailed(
+        f"query {query_id}: no school answered ({len(answers)} replied), so there is no report; "
+        + (why[0] if why else "no reply")
+    )
 
 
 def policy_mode(node_dirs: list[Path]) -> Mode:
@@ -203,11 +214,13 @@ def run_query(
                 f"{outcome.failed or 'no sum'}"
             )
         say(f"secure sum of {outcome.total.vectors} schools (t = {outcome.total.threshold})")
+        _some_answered(query_id, outcome.answers)
         return combine(query, outcome.answers, secure=outcome.total), found
     answers = received.get("answers")
     if not isinstance(answers, list):
         raise SimulationError(f"query {query_id}: the federation ended without answers")
     say(f"{len(answers)} answers, {received['missing']} missing")
+    _some_answered(query_id, answers)
     return combine(query, answers), found
 
 
@@ -255,6 +268,7 @@ def run_on_district(
         raise QueryRefused(str(result["refused"]))
     answers = [SchoolAnswer(**a) for a in result.get("answers", [])]
     say(f"{len(answers)} answers, {result.get('missing', 0)} missing")
+    _some_answered(query_id, answers)
     if result.get("mode") == "secure":
         if not result.get("secure"):
             raise QueryFailed(

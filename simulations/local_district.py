@@ -22,7 +22,7 @@ from pathlib import Path
 from client_node.ingest import ingest_export
 from client_node.snapshot import write_tables_from_store
 from federation import deployment as dep
-from policies.loader import default_policy_path, default_trust_anchor
+from policies.loader import default_policy_path, default_trust_anchor, load_policy
 from simulations.errors import SimulationError
 from simulations.synth import generate_district
 
@@ -73,6 +73,11 @@ def build_local_district(
         raise SimulationError("schools, families and rounds must each be at least 1")
     policy = Path(request.policy) if request.policy else default_policy_path()
     trust = Path(request.trust_anchor) if request.trust_anchor else default_trust_anchor()
+    if request.schools < 2 and load_policy(policy).secure_aggregation_required:
+        raise SimulationError(
+            f"--schools {request.schools}: the policy {policy} requires secure aggregation, "
+            "which needs at least 2 schools"
+        )
     say(
         f"writing {request.schools} synthetic schools × {request.families} families × "
         f"{request.weeks} weeks"
