@@ -128,7 +128,7 @@ def _print_report(report: dict, console: Console) -> None:
         console.print("[yellow]no school trained[/]: no model was saved (exit status 1)")
 
 
-def _status(report: dict) -> int:
+def _exit_status(report: dict) -> int:
     """0 when the run trained a model; 1 when it finished but no school could train."""
     return 0 if report.get("model_saved") else 1
 
@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     report = wait_run(args.dir, run, timeout=args.timeout, progress=console.print)
     _print_report(report, console)
     console.print(f"report: {args.dir / 'report.md'}")
-    return _status(report)
+    return _exit_status(report)
 
 
 def _local(args: argparse.Namespace, console: Console) -> int:
@@ -167,4 +167,4 @@ def _local(args: argparse.Namespace, console: Console) -> int:
     )
     _print_report(report, console)
     console.print(f"report: {args.out / 'district' / 'report.md'}")
-    return _status(report)
+    return _exit_status(report)
