@@ -257,11 +257,21 @@ class AnalyticsResult:
     def ranking(self) -> list[str]:
         return [e["type"] for e in self.effects if e["adjusted"] is not None]
 
+    def unavailable(self) -> set[str]:
+        """Involvement types no answering school has a column for (not estimated, as opposed
+        to suppressed: too few families, or too noisy to use)."""
+        answered = [s for s in self.schools.values() if s["status"] == "answered"]
+        if not answered:
+            return set()
+        named = [set(_listed_after(s["reason"], UNAVAILABLE)) for s in answered]
+        return set.intersection(*named)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "query": self.query.model_dump(mode="json"),
             "effects": self.effects,
             "ranking": self.ranking(),
+            "unavailable": sorted(self.unavailable()),
             "per_school": self.per_school,
             "segments": self.segments,
             "describe": self.describe,
@@ -269,6 +279,13 @@ class AnalyticsResult:
             "mode": self.mode,
             "secure_aggregation": self.secure,
         }
+
+
+UNAVAILABLE = "no column for: "  # how a school says which types its table lacks
+
+
+def _listed_after(reason: str, prefix: str) -> list[str]:
+    return [t.strip() for t in reason.split(prefix, 1)[1].split(",")] if prefix in reason else []
 
 
 def _z(confidence: float) -> float:

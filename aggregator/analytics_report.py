@@ -43,7 +43,9 @@ def markdown(result: AnalyticsResult) -> str:
         f"# {q.title}",
         "",
         f"Query `{q.query_id}`; ε {q.epsilon:g} per school for the whole query; outcome: "
-        f"`{q.outcome}` (share of families whose child gets mostly C's or lower).",
+        f"`{q.outcome}` (the share of families the schools' tables mark at risk: in the NHES"
+        " survey, a child with mostly C's or lower; in school exports, the disengagement label"
+        " of client_node/features.py).",
         "",
     ]
     if result.mode == "secure" and result.secure is not None:
@@ -75,11 +77,19 @@ def markdown(result: AnalyticsResult) -> str:
             "",
             f"At-risk rate of involved minus not-involved families, in percentage points, with"
             f" {level} intervals that include the DP noise and sampling. Negative: fewer at risk."
-            " Adjusted: within household-context strata, standardized to the district's mix.",
+            + (
+                " Adjusted: within household-context strata, standardized to the district's mix."
+                if q.effects is not None and q.effects.adjust_for
+                else " The query asks for no household context (`adjust_for`), so adjusted"
+                " equals raw."
+            )
+            + " Not available: no school's table has that kind of involvement; suppressed:"
+            " too few families or too noisy to estimate.",
             "",
             "| rank | involvement | adjusted | raw | at risk (involved / not) | DP noise sd (adj.) |",
             "|---|---|---|---|---|---|",
         ]
+        missing = result.unavailable()
         for i, e in enumerate(result.effects, 1):
             rates = (
                 f"{100 * e['rate_involved']:.1f}% / {100 * e['rate_not_involved']:.1f}%"
@@ -87,6 +97,9 @@ def markdown(result: AnalyticsResult) -> str:
                 else "–"
             )
             noise = _pp(e["adjusted"]["noise_sd"]).lstrip("+") if e["adjusted"] else "–"
+            if e["type"] in missing:
+                lines.append(f"| – | {e['type']} | not available | not available | – | – |")
+                continue
             lines.append(
                 f"| {i if e['adjusted'] else '–'} | {e['type']} | {_interval(e['adjusted'])} |"
                 f" {_interval(e['raw'])} | {rates} | {noise} |"

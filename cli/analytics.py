@@ -106,10 +106,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     ranked = Table(title=escape(query.title))
     for col in ("rank", "involvement", "adjusted (pp)", f"{query.confidence:.0%} interval"):
         ranked.add_column(col, justify="left" if col == "involvement" else "right")
+    missing = result.unavailable()
     for i, e in enumerate(result.effects, 1):
         adj = e["adjusted"]
         if adj is None:
-            ranked.add_row("–", e["type"], "suppressed", "")
+            ranked.add_row(
+                "–", e["type"], "not available" if e["type"] in missing else "suppressed", ""
+            )
             continue
         ranked.add_row(
             str(i),

@@ -137,3 +137,21 @@ def test_descriptions_by_grade_band_pool_counts_means_and_histograms():
     assert income["mean"]["value"] == pytest.approx(middle["TTLHHINC"].mean())
     low = (middle["TTLHHINC"] < 0.5).sum()
     assert income["histogram"] == {"bin0": low, "bin1": len(middle) - low}
+
+
+def test_a_type_no_school_has_a_column_for_is_not_available_not_suppressed():
+    from aggregator.analytics_report import markdown
+
+    query = load_query(EXAMPLE)
+    answers = [
+        analytics.SchoolAnswer(s, "answered", "no column for: app_use, homework_help", {})
+        for s in ("a", "b")
+    ] + [analytics.SchoolAnswer("c", "answered", "no column for: app_use", {})]
+
+    result = analytics.combine(query, answers)
+
+    assert result.unavailable() == {"app_use"}  # homework_help: one school has it
+    assert result.as_dict()["unavailable"] == ["app_use"]
+    text = markdown(result)
+    assert "| – | app_use | not available | not available | – | – |" in text
+    assert "| – | homework_help | suppressed | suppressed |" in text
