@@ -124,6 +124,9 @@ def markdown(result: AnalyticsResult) -> str:
         lines += [
             "## Segments with the highest at-risk rates",
             "",
+            "Ranked by the lower end of each interval, so a small, noisy cell does not top the"
+            " list by luck.",
+            "",
             "| context | involvement | at risk | families |",
             "|---|---|---|---|",
         ]

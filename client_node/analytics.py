@@ -407,7 +407,7 @@ def refusal(found: list[Cost]) -> str | None:
     c = over[0]
     return (
         f"query refused before anything was sent: {len(over)} of {len(found)} schools would "
-        f"pass their analytics budget; {c.school_id} needs ε {c.epsilon_query:.4f} but has "
+        f"exceed their analytics budget; {c.school_id} needs ε {c.epsilon_query:.4f} but has "
         f"{max(0.0, c.budget - c.spent):.4f} of {c.budget:.4f} left (spent {c.spent:.4f}; "
         f"after the query {c.after:.4f})"
     )

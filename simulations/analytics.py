@@ -4,7 +4,7 @@ Each school of the dataset is a node directory under OUT/nodes/ (created from th
 first time; reused afterwards, so every school's analytics ledger continues). Before anything
 is sent, the district computes what the query costs each school (the Gaussian mechanism the
 school will calibrate, at its policy's analytics δ) against what its analytics ledger has left,
-and refuses the whole query with the figures if any school would pass its budget. Then
+and refuses the whole query with the figures if any school would exceed its budget. Then
 Flower's simulation engine sends the query to every school, the answers are combined
 (aggregator/analytics.py) and OUT receives analytics.json, analytics.md, analytics.html and
 the charts.
