@@ -76,6 +76,7 @@ from pydantic import ValidationError
 
 from aggregator.analytics import SchoolAnswer, SecureTotal
 from client_node.analytics import (
+    META_KEYS,
     AnalyticsOutcome,
     AnalyticsRequest,
     answer_secure,
@@ -91,18 +92,8 @@ from federation.secagg_server import SecAggFit, SecAggSettings
 log = logging.getLogger(__name__)
 
 # What a school's plain status beside its masked analytics vector may carry (egress allow-list).
-SECURE_PLAIN_METRICS = frozenset(
-    {
-        "noise-std",
-        "noise-multiplier",
-        "l2-sensitivity",
-        "epsilon-query",
-        "epsilon-spent",
-        "epsilon-budget",
-        "delta",
-        "threshold",
-    }
-)
+# (an answer's own figures, less the suppressed-cell count, which travels masked, plus t)
+SECURE_PLAIN_METRICS = (META_KEYS - {"suppressed", "epsilon-after"}) | {"threshold"}
 
 
 def is_analytics(message: Message) -> bool:
